@@ -1,0 +1,62 @@
+"""Glue for the Hydra entry scripts: one-line errors, no partial outputs, atomic writes."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dgnam.errors import DgnamError
+
+
+def run_dir() -> Path:
+    """The Hydra run directory of the current job (the working directory outside Hydra)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:
+        return Path.cwd()
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a Hydra main: a :class:`DgnamError` prints ``error: <message>`` on one line, removes the
+    run directory that Hydra created for this job (no half-written outputs) and exits with status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DgnamError as e:
+            out = run_dir()
+            if (out / ".hydra").is_dir() and out.resolve() != Path.cwd().resolve():
+                shutil.rmtree(out, ignore_errors=True)
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` and move the result to ``path`` only when it succeeded.
+
+    The temporary file keeps the target's suffix, so writers that go by the extension work."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

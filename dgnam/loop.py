@@ -1,0 +1,151 @@
+"""The one optimization loop behind every method (pixel AM, FFT AM, feature inversion, DGN-AM).
+
+    image = param()                         # pixels, FFT + colour, or G(code)
+    acts  = target(transforms(image), objective.layers)
+    score = objective(acts)                 # (B,), maximized
+    (-score).sum().backward(); normalize grads; optimizer.step(); post_steps(param)
+
+It returns tensors and a history; it never saves, shows or prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from dgnam.objectives import Objective
+
+PostStep = Callable[[nn.Module, int], None]
+
+
+@dataclass
+class Result:
+    """What :func:`optimize` returns (all on the CPU).
+
+    images: (B, 3, H, W) the last iterate in [0, 1].
+    history: (steps, B) the tracked objective at every step (under the transforms).
+    frames: uint8 snapshots (B, 3, H, W) every ``frame_every`` steps (sizes change with octaves).
+    best_images, best_scores: the best-tracked iterate per item, when ``keep_best``.
+    """
+
+    images: Tensor
+    history: Tensor
+    frames: list[Tensor] = field(default_factory=list)
+    best_images: Tensor | None = None
+    best_scores: Tensor | None = None
+
+
+def normalize_grad(grad: Tensor, kind: str | None, eps: float = 1e-8) -> Tensor:
+    """Per-item gradient normalization: ``l1`` divides by mean(|g|) (DGN-AM), ``l2`` by the RMS
+    (the Keras filter visualization); ``None`` leaves it as is."""
+    if kind is None or kind == "none":
+        return grad
+    dims = tuple(range(1, grad.dim()))
+    if kind == "l1":
+        return grad / (grad.abs().mean(dims, keepdim=True) + eps)
+    if kind == "l2":
+        return grad / (grad.pow(2).mean(dims, keepdim=True).sqrt() + eps)
+    raise ValueError(f"unknown gradient normalization {kind!r}; valid: none, l1, l2")
+
+
+def optimize(
+    param: nn.Module,
+    target: Callable[[Tensor, frozenset[str]], dict[str, Tensor]],
+    objective: Objective,
+    steps: int,
+    optimizer: Callable[..., torch.optim.Optimizer],
+    transforms: nn.Module | None = None,
+    post_steps: Sequence[PostStep] = (),
+    scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
+    grad_norm: str | None = None,
+    octave_sizes: Sequence[tuple[int, int]] | None = None,
+    track: Objective | None = None,
+    keep_best: bool = False,
+    frame_every: int = 0,
+    callback: Callable[[int], None] | None = None,
+) -> Result:
+    """Maximize ``objective`` of ``target`` over ``param``; see the module docstring.
+
+    Args:
+        param: a parameterization (``nn.Module``, ``forward() -> (B, 3, H, W)``).
+        target: maps (images, layer names) to activations (a :class:`dgnam.models.Target`).
+        objective: score per item to maximize (its ``layers`` are all that is computed).
+        steps: optimizer steps (per octave when ``octave_sizes`` is given).
+        optimizer: ``params -> Optimizer`` (e.g. ``functools.partial(torch.optim.Adam, lr=0.05)``).
+        transforms: applied to the image before the target (jitter, scale, ...).
+        post_steps: projections run after each step under ``no_grad``.
+        scheduler: ``optimizer -> LR scheduler``, stepped once per step (restarted each octave).
+        grad_norm: per-item gradient normalization before the step (``l1``, ``l2`` or None).
+        octave_sizes: image sizes to run in turn, resizing the parameterization between them.
+        track: what to record in the history and rank ``keep_best`` by (default: ``objective``).
+        keep_best: also return the best-tracked iterate of each item.
+        frame_every: keep a snapshot every k steps (0: none).
+        callback: called with the global step number after each step (progress bars).
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be positive, got {steps}")
+    track = track or objective
+    layers = objective.layers | track.layers
+    transforms = transforms if transforms is not None else nn.Identity()
+    octave_sizes = list(octave_sizes) if octave_sizes else [None]
+    history: list[Tensor] = []
+    frames: list[Tensor] = []
+    best_scores: Tensor | None = None
+    best_images: Tensor | None = None
+    step = 0
+    for size in octave_sizes:
+        if size is not None and tuple(size) != tuple(param.size):
+            param.resize(tuple(size))
+        trainable = [p for p in param.parameters() if p.requires_grad]
+        opt = optimizer(trainable)
+        sched = scheduler(opt) if scheduler is not None else None
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            image = param()
+            acts = target(transforms(image), layers)
+            score = objective(acts)  # (B,)
+            (-score).sum().backward()  # the one place the sign flips: items do not interact
+            if grad_norm:
+                for p in trainable:
+                    p.grad = normalize_grad(p.grad, grad_norm)
+            opt.step()
+            if sched is not None:
+                sched.step()
+            for post in post_steps:
+                post(param, step)
+            tracked = (score if track is objective else track(acts)).detach()
+            history.append(tracked)
+            if keep_best:
+                img = image.detach()
+                if best_scores is None:
+                    best_scores, best_images = tracked.clone(), img.clone()
+                elif img.shape == best_images.shape:
+                    better = tracked > best_scores
+                    best_scores = torch.where(better, tracked, best_scores)
+                    best_images = torch.where(better.view(-1, 1, 1, 1), img, best_images)
+                else:  # a new octave: sizes changed, restart the record
+                    best_scores, best_images = tracked.clone(), img.clone()
+            if frame_every and step % frame_every == 0:
+                frames.append(to_uint8(image.detach()))
+            if callback is not None:
+                callback(step)
+            step += 1
+    with torch.no_grad():
+        final = param().detach()
+    if frame_every:
+        frames.append(to_uint8(final))
+    return Result(
+        images=final.float().cpu(),
+        history=torch.stack(history).float().cpu(),
+        frames=frames,
+        best_images=best_images.float().cpu() if best_images is not None else None,
+        best_scores=best_scores.float().cpu() if best_scores is not None else None,
+    )
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """(B, 3, H, W) in [0, 1] -> uint8 on the CPU."""
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu()

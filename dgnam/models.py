@@ -1,0 +1,324 @@
+"""Targets: torchvision classifiers wrapped with their input normalization and friendly layer names.
+
+A :class:`Target` takes images in RGB [0, 1], normalizes them with the statistics that belong to its
+weights, and returns the activations of exactly the layers asked for (a ``torch.fx`` feature
+extractor built once per layer set; the graph is pruned past the deepest requested node, so later
+layers are never computed and no hooks are installed).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+from dgnam.errors import DgnamError, choices
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INPUT = "input"  # pseudo-layer: the (transformed) image in [0, 1], before normalization
+
+# Caffe-style aliases (conv5_3, pool5, fc6 ...) are derived from the module order; the style says
+# how convolutions are numbered: per block between poolings (VGG) or straight through (AlexNet).
+ALIAS_STYLE = {
+    **{f"vgg{n}{bn}": "block" for n in (11, 13, 16, 19) for bn in ("", "_bn")},
+    "alexnet": "flat",
+}
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet-1k class names in torchvision's order (no download needed)."""
+    return list(torchvision.models.VGG16_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _sequential_aliases(model: nn.Module, style: str, conv_relu: bool, fc_relu: bool) -> dict[str, str]:
+    """Map conv1_1/conv1/pool5/fc6... to module paths, following the order of the modules."""
+    aliases: dict[str, str] = {}
+    features = model.features
+    block, conv_in_block, conv_total = 1, 0, 0
+    mods = list(features.named_children())
+    for i, (name, mod) in enumerate(mods):
+        if isinstance(mod, nn.Conv2d):
+            conv_in_block += 1
+            conv_total += 1
+            alias = f"conv{block}_{conv_in_block}" if style == "block" else f"conv{conv_total}"
+            node = f"features.{name}"
+            # VGG-BN puts a BatchNorm between conv and ReLU: the "pre-ReLU" value is after the BN.
+            j = i + 1
+            while j < len(mods) and isinstance(mods[j][1], nn.BatchNorm2d):
+                node = f"features.{mods[j][0]}"
+                j += 1
+            if conv_relu and j < len(mods) and isinstance(mods[j][1], nn.ReLU):
+                node = f"features.{mods[j][0]}"
+            aliases[alias] = node
+        elif isinstance(mod, nn.MaxPool2d):
+            idx = block if style == "block" else conv_total
+            aliases[f"pool{idx}"] = f"features.{name}"
+            block, conv_in_block = block + 1, 0
+    cls = list(model.classifier.named_children())
+    fc = 6
+    for i, (name, mod) in enumerate(cls):
+        if isinstance(mod, nn.Linear):
+            node = f"classifier.{name}"
+            if fc_relu and i + 1 < len(cls) and isinstance(cls[i + 1][1], nn.ReLU):
+                node = f"classifier.{cls[i + 1][0]}"
+            aliases[f"fc{fc}"] = node
+            fc += 1
+    return aliases
+
+
+class Target(nn.Module):
+    """A frozen classifier in eval mode that maps images in [0, 1] to named activations.
+
+    Args:
+        model: a torchvision classifier (any ``nn.Module`` that ``torch.fx`` can trace).
+        mean, std: the input normalization of its weights (per RGB channel).
+        name: the architecture name, for messages.
+        input_size: the square side the weights were trained at (used by callers that resize).
+        aliases: friendly layer name -> graph node name.
+        categories: class names of the output logits, if known.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        name: str = "model",
+        input_size: int = 224,
+        aliases: dict[str, str] | None = None,
+        categories: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__()
+        for m in model.modules():  # in-place ReLUs would overwrite pre-ReLU activations we return
+            if hasattr(m, "inplace"):
+                m.inplace = False
+        self.model = model.eval().requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.name = name
+        self.input_size = input_size
+        self.categories = list(categories) if categories is not None else None
+        self.nodes: list[str] = [n for n in get_graph_node_names(self.model)[1] if n != "x"]
+        self.aliases = dict(aliases or {})
+        self.aliases.setdefault("logits", self.nodes[-1])
+        self._extractors: dict[tuple[str, ...], nn.Module] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
+
+    def train(self, mode: bool = True) -> Target:  # a target never leaves eval mode
+        return super().train(False)
+
+    @property
+    def layer_names(self) -> list[str]:
+        """Every name :meth:`resolve` accepts: aliases first, then graph node names."""
+        return list(self.aliases) + [n for n in self.nodes if n not in self.aliases]
+
+    def resolve(self, layer: str) -> str:
+        """Alias or node name -> graph node name; an unknown name lists the valid ones."""
+        if layer == INPUT:
+            return INPUT
+        if layer in self.aliases:
+            return self.aliases[layer]
+        if layer in self.nodes:
+            return layer
+        close = difflib.get_close_matches(layer, self.layer_names, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise DgnamError(
+            f"unknown layer {layer!r} for {self.name}{hint}; valid layers: {choices(self.layer_names, 60)}"
+        )
+
+    def normalize(self, image: Tensor) -> Tensor:
+        """(B, 3, H, W) in [0, 1] -> the model's input space."""
+        return (image - self.mean) / self.std
+
+    def _extractor(self, nodes: tuple[str, ...]) -> nn.Module:
+        if nodes not in self._extractors:
+            self._extractors[nodes] = create_feature_extractor(self.model, return_nodes=list(nodes)).eval()
+        return self._extractors[nodes]
+
+    def forward(self, image: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
+        """Activations of ``layers`` (aliases or node names) for images (B, 3, H, W) in [0, 1].
+
+        The pseudo-layer ``"input"`` returns ``image`` itself (for image priors such as TV).
+        """
+        layers = list(dict.fromkeys(layers))
+        resolved = {layer: self.resolve(layer) for layer in layers}
+        nodes = tuple(sorted({n for n in resolved.values() if n != INPUT}))
+        out: dict[str, Tensor] = {}
+        if nodes:
+            feats = self._extractor(nodes)(self.normalize(image))
+            out = {layer: feats[node] for layer, node in resolved.items() if node != INPUT}
+        if INPUT in resolved.values():
+            out.update({layer: image for layer, node in resolved.items() if node == INPUT})
+        return out
+
+    @torch.no_grad()
+    def layer_shape(self, layer: str, size: int | None = None) -> tuple[int, ...]:
+        """Shape of one item's activation at ``layer`` for a square input of ``size`` (default: input_size)."""
+        size = size or self.input_size
+        key = f"{self.resolve(layer)}@{size}"
+        if key not in self._shapes:
+            x = torch.zeros(1, 3, size, size, device=self.mean.device)
+            self._shapes[key] = tuple(self(x, [layer])[layer].shape[1:])
+        return self._shapes[key]
+
+    def class_index(self, name: str | int) -> int:
+        """Class name (exact, case-insensitive, or a unique substring) or index -> logit index."""
+        if isinstance(name, int) or (isinstance(name, str) and name.strip().lstrip("-").isdigit()):
+            return int(name)
+        if not self.categories:
+            raise DgnamError(f"class name {name!r} given, but {self.name} has no class names; use an index")
+        low = [c.lower() for c in self.categories]
+        key = name.strip().lower().replace("_", " ")
+        if key in low:
+            return low.index(key)
+        hits = [i for i, c in enumerate(low) if key in c]
+        if len(hits) == 1:
+            return hits[0]
+        if hits:
+            raise DgnamError(
+                f"class name {name!r} is ambiguous: {choices([self.categories[i] for i in hits], 12)}"
+            )
+        close = difflib.get_close_matches(key, low, n=5, cutoff=0.6)
+        hint = f"; closest: {', '.join(self.categories[low.index(c)] for c in close)}" if close else ""
+        raise DgnamError(f"class name {name!r} not found among the {len(low)} classes of {self.name}{hint}")
+
+
+def _resolve_weights_enum(arch: str, weights: str):
+    try:
+        enum_cls = torchvision.models.get_model_weights(arch)
+    except (ValueError, KeyError) as e:
+        raise DgnamError(f"no torchvision weights known for {arch!r}: {e}") from None
+    key = weights.split(".")[-1]
+    try:
+        return enum_cls.DEFAULT if key == "DEFAULT" else enum_cls[key]
+    except KeyError:
+        valid = ["DEFAULT"] + [w.name for w in enum_cls]
+        raise DgnamError(f"unknown weights {weights!r} for {arch}; valid: {', '.join(valid)}") from None
+
+
+def _cached_weights_file(enum) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(enum.url).path)
+
+
+def _download(enum, timeout: float) -> None:
+    """Fetch a weights enum's file into torch's hub cache, or fail with one clear line."""
+    dst = _cached_weights_file(enum)
+    if dst.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        torch.hub.download_url_to_file(enum.url, str(dst), progress=True)
+    except Exception as e:  # no network, DNS failure, HTTP error, timeout ...
+        reason = str(getattr(e, "reason", e)).splitlines()[0][:120]
+        raise DgnamError(
+            f"cannot download {type(enum).__name__}.{enum.name} from {enum.url} ({reason}); "
+            f"put that file at {dst}, or give a local state_dict with "
+            f"model.weights=null model.weights_file=/path/to/{dst.name}"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def build_target(
+    arch: str = "vgg16",
+    weights: str | None = None,
+    weights_file: str | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    input_size: int | None = None,
+    num_classes: int = 1000,
+    conv_relu: bool = False,
+    fc_relu: bool = True,
+    download_timeout: float = 20.0,
+    device: str | torch.device = "cpu",
+) -> Target:
+    """Build a :class:`Target` from a torchvision architecture name.
+
+    Weights, in order of precedence: ``weights_file`` (a local ``state_dict``; normalization from
+    ``mean``/``std``, ImageNet statistics if not given), ``weights`` (a torchvision enum name such
+    as ``"IMAGENET1K_V1"``, ``"VGG16_Weights.IMAGENET1K_V1"`` or ``"DEFAULT"``; downloaded into
+    torch's hub cache, normalization from the enum), or neither (random weights, with a warning).
+
+    Aliases: conv layers (``conv5_3``, ``conv1``) are pre-ReLU unless ``conv_relu``; ``fc6``/``fc7``
+    are post-ReLU unless ``fc_relu`` is false; ``fc8`` and ``logits`` are the pre-softmax logits.
+    """
+    available = torchvision.models.list_models(module=torchvision.models)
+    if arch not in available:
+        close = difflib.get_close_matches(arch, available, n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise DgnamError(f"unknown model {arch!r}{hint}; valid: torchvision classifiers such as "
+                         f"vgg16, alexnet, resnet50, mobilenet_v2 (all: {len(available)} names)")
+    categories: Sequence[str] | None = imagenet_categories() if num_classes == 1000 else None
+    if weights_file:
+        path = Path(os.path.expanduser(str(weights_file)))
+        if not path.is_file():
+            raise DgnamError(f"weights file not found: {path}")
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise DgnamError(f"cannot read weights file {path}: {str(e).splitlines()[0][:160]}") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise DgnamError(f"weights file {path} holds a {type(state).__name__}, not a state_dict")
+        own = model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or shape:
+            first = (missing + unexpected + shape)[0]
+            raise DgnamError(
+                f"weights file {path} does not fit {arch}: {len(missing)} missing, {len(unexpected)} "
+                f"unexpected and {len(shape)} mis-shaped keys (first: {first!r}); is it for another architecture?"
+            )
+        model.load_state_dict(state)
+        mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+        input_size = input_size or 224
+    elif weights:
+        enum = _resolve_weights_enum(arch, weights)
+        _download(enum, download_timeout)
+        model = torchvision.models.get_model(arch, weights=enum)
+        tf = enum.transforms()
+        mean, std = mean or tf.mean, std or tf.std
+        input_size = input_size or int(tf.crop_size[0])
+        categories = enum.meta.get("categories", categories)
+    else:
+        log.warning(
+            "\n%s\n  %s has RANDOM WEIGHTS: its images show nothing learned. Give model.weights=<enum>\n"
+            "  or model.weights_file=<state_dict.pth> for a trained network.\n%s", "!" * 78, arch, "!" * 78
+        )
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
+        input_size = input_size or 224
+    style = ALIAS_STYLE.get(arch)
+    aliases = _sequential_aliases(model, style, conv_relu, fc_relu) if style else {}
+    return Target(model, mean, std, name=arch, input_size=input_size, aliases=aliases,
+                  categories=categories).to(device)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; anything else is passed to ``torch.device``."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise DgnamError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DgnamError(f"device {device!r} asked for, but CUDA is not available here; use device=auto or cpu")
+    return dev

@@ -1,0 +1,154 @@
+"""Objectives: activations -> one score per batch item, to be MAXIMIZED.
+
+An :class:`Objective` knows the layers it reads (so the target computes only those) and composes
+with ``+``, ``-``, unary ``-`` and scalar ``*``. Unit arguments take one index for the whole batch
+or one per batch item (a sequence of length B): that is how many units run in one pass.
+The pseudo-layer ``"input"`` is the transformed image in [0, 1], so image priors (total variation,
+alpha-norm) are objectives too and are subtracted like any other term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from dgnam.models import INPUT
+
+Acts = Mapping[str, Tensor]
+UnitIndex = int | Sequence[int] | Tensor
+
+
+class Objective:
+    """A score function ``acts -> (B,)`` with a name and the set of layers it needs."""
+
+    def __init__(self, fn: Callable[[Acts], Tensor], layers: frozenset[str] | set[str], name: str) -> None:
+        self.fn = fn
+        self.layers = frozenset(layers)
+        self.name = name
+
+    def __call__(self, acts: Acts) -> Tensor:
+        return self.fn(acts)
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name})"
+
+    def __add__(self, other: Objective | float) -> Objective:
+        if not isinstance(other, Objective):
+            return Objective(lambda a: self(a) + other, self.layers, f"{self.name} + {other}")
+        return Objective(lambda a: self(a) + other(a), self.layers | other.layers, f"{self.name} + {other.name}")
+
+    __radd__ = __add__
+
+    def __neg__(self) -> Objective:
+        return Objective(lambda a: -self(a), self.layers, f"-({self.name})")
+
+    def __sub__(self, other: Objective | float) -> Objective:
+        return self + (-other)
+
+    def __mul__(self, k: float) -> Objective:
+        if isinstance(k, Objective):
+            raise TypeError("objectives multiply by scalars only")
+        return Objective(lambda a: k * self(a), self.layers, f"{k:g} * {self.name}")
+
+    __rmul__ = __mul__
+
+
+def _index(units: UnitIndex, batch: int, device: torch.device) -> Tensor:
+    idx = torch.as_tensor(units, device=device, dtype=torch.long).reshape(-1)
+    if idx.numel() == 1:
+        return idx.expand(batch)
+    if idx.numel() != batch:
+        raise ValueError(f"{idx.numel()} unit indices for a batch of {batch}")
+    return idx
+
+
+def _pick_channel(act: Tensor, units: UnitIndex) -> Tensor:
+    """(B, C, ...) -> (B, ...): item b's channel units[b]."""
+    idx = _index(units, act.shape[0], act.device)
+    return act[torch.arange(act.shape[0], device=act.device), idx]
+
+
+def channel(layer: str, units: UnitIndex) -> Objective:
+    """Mean over space of a conv channel (B, C, H, W), or the value of an fc unit / logit (B, C)."""
+
+    def fn(acts: Acts) -> Tensor:
+        picked = _pick_channel(acts[layer], units)
+        return picked.flatten(1).mean(1) if picked.dim() > 1 else picked
+
+    return Objective(fn, {layer}, f"channel({layer}, {_fmt(units)})")
+
+
+def neuron(layer: str, units: UnitIndex, x: int | None = None, y: int | None = None) -> Objective:
+    """One conv neuron: channel ``units`` at column ``x``, row ``y`` (default: the centre)."""
+
+    def fn(acts: Acts) -> Tensor:
+        act = acts[layer]
+        h, w = act.shape[-2:]
+        col = w // 2 if x is None else x
+        row = h // 2 if y is None else y
+        return _pick_channel(act, units)[:, row, col]
+
+    return Objective(fn, {layer}, f"neuron({layer}, {_fmt(units)}, x={x}, y={y})")
+
+
+def class_logit(layer: str, units: UnitIndex) -> Objective:
+    """A pre-softmax class logit (B, num_classes)."""
+    obj = channel(layer, units)
+    obj.name = f"class_logit({layer}, {_fmt(units)})"
+    return obj
+
+
+def feature_match(layer: str, reference: Tensor) -> Objective:
+    """Feature inversion: ``-||phi(x) - phi0||^2 / ||phi0||^2`` per item (Mahendran & Vedaldi).
+
+    ``reference`` is phi0, shaped like one batch of the layer's activations (or one item, broadcast).
+    """
+    ref = reference.detach()
+    denom = ref.flatten(1).pow(2).sum(1).clamp_min(1e-12)
+
+    def fn(acts: Acts) -> Tensor:
+        diff = (acts[layer] - ref).flatten(1).pow(2).sum(1)
+        return -diff / denom
+
+    return Objective(fn, {layer}, f"feature_match({layer})")
+
+
+def total_variation(beta: float = 2.0) -> Objective:
+    """Total variation of the image, ``sum((dx^2 + dy^2)^(beta/2))`` averaged per pixel; SUBTRACT it."""
+
+    def fn(acts: Acts) -> Tensor:
+        img = acts[INPUT]
+        dx = img[..., :-1, 1:] - img[..., :-1, :-1]
+        dy = img[..., 1:, :-1] - img[..., :-1, :-1]
+        tv = (dx.pow(2) + dy.pow(2) + 1e-8).pow(beta / 2)
+        return tv.flatten(1).mean(1)
+
+    return Objective(fn, {INPUT}, f"tv(beta={beta:g})")
+
+
+def alpha_norm(alpha: float = 6.0) -> Objective:
+    """Mean of ``|x - 0.5|^alpha`` of the image (zero-centred); SUBTRACT it to keep pixels bounded."""
+
+    def fn(acts: Acts) -> Tensor:
+        return (acts[INPUT] - 0.5).abs().pow(alpha).flatten(1).mean(1)
+
+    return Objective(fn, {INPUT}, f"alpha_norm({alpha:g})")
+
+
+def l2(layer: str = INPUT, center: float = 0.5) -> Objective:
+    """Mean squared value of a layer (the image by default, zero-centred); SUBTRACT it."""
+
+    def fn(acts: Acts) -> Tensor:
+        return (acts[layer] - (center if layer == INPUT else 0.0)).pow(2).flatten(1).mean(1)
+
+    return Objective(fn, {layer}, f"l2({layer})")
+
+
+def _fmt(units: UnitIndex) -> str:
+    if isinstance(units, Tensor):
+        units = units.tolist()
+    if isinstance(units, (list, tuple)) and len(units) > 4:
+        return f"[{units[0]}, {units[1]}, ..., {units[-1]}]"
+    return str(units)
