@@ -170,7 +170,11 @@ class Target(nn.Module):
         key = f"{self.resolve(layer)}@{size}"
         if key not in self._shapes:
             x = torch.zeros(1, 3, size, size, device=self.mean.device)
-            self._shapes[key] = tuple(self(x, [layer])[layer].shape[1:])
+            try:
+                self._shapes[key] = tuple(self(x, [layer])[layer].shape[1:])
+            except RuntimeError as e:
+                raise DgnamError(f"layer {layer} of {self.name} cannot be computed for a {size} x {size} image "
+                                 f"({str(e).splitlines()[0][:100]}); use a larger image_size") from None
         return self._shapes[key]
 
     def class_index(self, name: str | int) -> int:

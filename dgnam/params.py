@@ -32,10 +32,11 @@ class PixelParam(ImageParam):
     """Plain pixels, stored zero-centred (``x = image - 0.5``) so decay pulls towards grey.
 
     Args:
-        init: (B, 3, H, W) starting images in [0, 1].
+        init: (B, 3, H, W) starting images in [0, 1] (noise, grey or a photo).
+        noise: ignored (pixels start from ``init`` whatever it is).
     """
 
-    def __init__(self, init: Tensor) -> None:
+    def __init__(self, init: Tensor, noise: bool = False, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.x = nn.Parameter(init.detach().clone().float() - 0.5)
 
@@ -64,32 +65,31 @@ class FFTParam(ImageParam):
     and a sigmoid into [0, 1].
 
     Args:
-        init: (B, 3, H, W) starting images in [0, 1]; the spectrum that reproduces them is used.
-            None starts from Lucid's random spectrum (normal, ``sd``) drawn from ``generator``.
-        batch, size: used when ``init`` is None.
+        init: (B, 3, H, W) starting images in [0, 1]; the spectrum that reproduces them is used,
+            unless ``noise`` is true: then only its batch size and image size count, and the start is
+            Lucid's random spectrum (normal, ``sd``, one draw from ``generator`` shared by all items).
         decay_power: the 1/f^p scaling (Lucid: 1).
     """
 
     def __init__(
         self,
-        init: Tensor | None = None,
-        batch: int = 1,
-        size: tuple[int, int] = (224, 224),
+        init: Tensor,
+        noise: bool = False,
+        generator: torch.Generator | None = None,
         decay_power: float = 1.0,
         sd: float = 0.01,
-        generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if init is not None:
-            batch, size = init.shape[0], tuple(init.shape[-2:])
+        batch, size = init.shape[0], tuple(init.shape[-2:])
         h, w = size
         freqs = _rfft2d_freqs(h, w)
         scale = 1.0 / torch.clamp(freqs, min=1.0 / max(h, w)) ** decay_power
         self.register_buffer("scale", scale * math.sqrt(h * w), persistent=False)
         self.register_buffer("color", COLOR_CORRELATION.clone(), persistent=False)
         self._size = (h, w)
-        if init is None:
-            spec = torch.randn(batch, 3, h, w // 2 + 1, 2, generator=generator) * sd
+        if noise:
+            one = torch.randn(1, 3, h, w // 2 + 1, 2, generator=generator) * sd
+            spec = one.expand(batch, -1, -1, -1, -1).contiguous()
         else:
             spec = self._spectrum_of(init.detach().float().cpu())
         self.spectrum = nn.Parameter(spec)

@@ -1,0 +1,132 @@
+"""Reading images and writing results: PNGs, labelled grids, GIF/MP4, results.json/.csv.
+
+Everything here is at the edge: the loop never calls it. Every file is written atomically (to a
+temporary name first), so an interrupted run leaves no half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from dgnam.cli import atomic_write
+from dgnam.errors import DgnamError
+
+
+def load_image(path: str | os.PathLike, size: int | None = None) -> Tensor:
+    """Read an image file as RGB (grayscale, CMYK, palette and RGBA are converted; alpha is composited
+    on white) -> (3, H, W) in [0, 1]. With ``size``: shorter side resized to it, then centre-cropped."""
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise DgnamError(f"image file not found: {p}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                rgba = im.convert("RGBA")
+                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                im = Image.alpha_composite(bg, rgba)
+            im = im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise DgnamError(f"cannot read image {p}: {str(e).splitlines()[0][:120]}") from None
+    x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+    if size is not None:
+        x = resize_crop(x, size)
+    return x
+
+
+def resize_crop(x: Tensor, size: int) -> Tensor:
+    """(3, H, W) -> (3, size, size): shorter side to ``size`` (antialiased), then centre crop."""
+    h, w = x.shape[-2:]
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return x[:, top : top + size, left : left + size].clamp(0, 1)
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """(3, H, W) float in [0, 1] or uint8 -> PIL image."""
+    if image.dtype != torch.uint8:
+        image = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+
+
+def save_png(image: Tensor, path: str | os.PathLike) -> Path:
+    """Save (3, H, W) in [0, 1] as a PNG."""
+    pil = to_pil(image)
+    return atomic_write(path, lambda tmp: pil.save(tmp, format="PNG"))
+
+
+def _caption(tile: Tensor, text: str, height: int) -> Tensor:
+    """Append a caption strip with ``text`` under a uint8 tile (3, H, W)."""
+    w = tile.shape[-1]
+    strip = Image.new("RGB", (w, height), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    font = ImageFont.load_default()
+    text = text if draw.textlength(text, font=font) <= w - 4 else text[: max(1, (w - 4) // 6 - 1)] + "…"
+    draw.text((2, max(0, (height - 11) // 2)), text, fill=(0, 0, 0), font=font)
+    strip_t = torch.from_numpy(np.asarray(strip).copy()).permute(2, 0, 1)
+    return torch.cat([tile, strip_t], dim=1)
+
+
+def labelled_grid(images: Tensor | Sequence[Tensor], labels: Sequence[str] | None = None,
+                  cols: int = 8, tile: int | None = None, pad: int = 2) -> Tensor:
+    """Images (N, 3, H, W) in [0, 1] or uint8 -> one uint8 grid (3, H', W') with a caption per tile
+    (``torchvision.utils.make_grid`` lays them out, ``cols`` per row)."""
+    imgs = [im if im.dtype == torch.uint8 else (im.clamp(0, 1) * 255).round().to(torch.uint8)
+            for im in images]
+    side = tile or max(im.shape[-1] for im in imgs)
+    imgs = [im if im.shape[-1] == side and im.shape[-2] == side else
+            F.interpolate(im[None].float(), size=(side, side), mode="nearest")[0].to(torch.uint8)
+            for im in imgs]
+    if labels is not None:
+        cap = 14
+        imgs = [_caption(im, str(lb), cap) for im, lb in zip(imgs, labels)]
+    return make_grid(torch.stack(imgs), nrow=min(cols, len(imgs)), padding=pad, pad_value=255)
+
+
+def save_animation(frames: Sequence[Tensor], path: str | os.PathLike, fps: int = 10) -> Path:
+    """Save uint8 frames (3, H, W) as a GIF or MP4 (by the suffix) with imageio."""
+    import imageio.v3 as iio
+
+    arr = np.stack([f.permute(1, 2, 0).cpu().numpy() for f in frames])
+    suffix = Path(path).suffix.lower()
+    if suffix == ".gif":
+        return atomic_write(path, lambda tmp: iio.imwrite(tmp, arr, extension=".gif",
+                                                          duration=1000 / fps, loop=0))
+    if suffix == ".mp4":
+        import imageio.v2 as iio2
+
+        h, w = arr.shape[1:3]
+        arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # codec needs even sizes
+        return atomic_write(path, lambda tmp: iio2.mimwrite(tmp, list(arr), format="FFMPEG", fps=fps,
+                                                            macro_block_size=1))
+    raise DgnamError(f"unknown animation format {suffix!r}; valid: .gif, .mp4")
+
+
+def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, name: str = "results") -> None:
+    """Write ``rows`` as ``<name>.json`` (a list of objects) and ``<name>.csv``."""
+    out = Path(out_dir)
+    atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(list(rows), indent=2)))
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+
+    def write_csv(tmp: str) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(out / f"{name}.csv", write_csv)

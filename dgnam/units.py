@@ -1,0 +1,122 @@
+"""Unit selection: turn what a user writes (``5``, ``[1, goldfish]``, ``"0-39"``, ``"first:40"``,
+``"all"``) into checked unit indices and objectives for one layer of a target."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dgnam import objectives as O
+from dgnam.errors import DgnamError
+from dgnam.models import Target
+
+KINDS = ("auto", "class", "channel", "neuron", "unit")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of a layer: ``index`` into the channel (or logit / fc) axis, a ``label`` for files."""
+
+    layer: str
+    index: int
+    kind: str
+    label: str
+    x: int | None = None
+    y: int | None = None
+
+
+def _parse_units(spec: object, n: int, target: Target, is_class: bool) -> list[tuple[int, str]]:
+    """-> [(index, label)] for a unit spec; ``n`` is the size of the unit axis."""
+    if spec is None:
+        raise DgnamError("no units given; e.g. units=[0,1,2], units=0-39, units=first:40, units=all")
+    items: Sequence[object]
+    if isinstance(spec, str):
+        s = spec.strip()
+        if s == "all":
+            return [(i, str(i)) for i in range(n)]
+        m = re.fullmatch(r"first:(\d+)", s)
+        if m:
+            k = int(m.group(1))
+            if k <= 0 or k > n:
+                raise DgnamError(f"units={s!r}: the layer has {n} units, so first:N needs 1 <= N <= {n}")
+            return [(i, str(i)) for i in range(k)]
+        m = re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", s)
+        if m:
+            a, b = int(m.group(1)), int(m.group(2))
+            if b < a:
+                raise DgnamError(f"units={s!r}: empty range (a range a-b is inclusive and needs a <= b)")
+            items = list(range(a, b + 1))
+        else:
+            items = [s]
+    elif isinstance(spec, int):
+        items = [spec]
+    else:
+        items = list(spec)  # type: ignore[arg-type]
+    out = []
+    for it in items:
+        if isinstance(it, bool):
+            raise DgnamError(f"unit {it!r} is not an index or a class name")
+        if isinstance(it, int) or (isinstance(it, str) and it.strip().lstrip("-").isdigit()):
+            idx = int(it)
+            label = str(idx)
+        elif isinstance(it, str):
+            if not is_class:
+                raise DgnamError(f"unit {it!r} is a name, but names only select classes of the logits layer")
+            idx = target.class_index(it)
+            label = str(idx)
+        else:
+            raise DgnamError(f"unit {it!r} is not an index or a class name")
+        if not 0 <= idx < n:
+            raise DgnamError(f"unit {idx} is out of range: the layer has {n} units (valid: 0 to {n - 1})")
+        if is_class and target.categories and label == str(idx):
+            label = f"{idx} {target.categories[idx]}"
+        out.append((idx, label))
+    if not out:
+        raise DgnamError("no units selected")
+    return out
+
+
+def select_units(target: Target, layer: str, spec: object, kind: str = "auto",
+                 position: Sequence[int] | None = None, size: int | None = None) -> list[Unit]:
+    """Check ``layer`` and ``spec`` against ``target`` and return the selected units.
+
+    ``kind``: ``class`` (a logit), ``channel`` (mean of a conv channel), ``neuron`` (one conv
+    position, ``position`` = (x, y), default the centre), ``unit`` (an fc unit), or ``auto``
+    (class on the logits layer, channel on conv layers, unit on fc layers; neuron if a position
+    is given). ``size`` is the image side used to work out the layer's shape.
+    """
+    if kind not in KINDS:
+        raise DgnamError(f"unknown unit kind {kind!r}; valid: {', '.join(KINDS)}")
+    node = target.resolve(layer)
+    shape = target.layer_shape(layer, size)
+    is_logits = node == target.aliases["logits"]
+    spatial = len(shape) == 3
+    if kind == "auto":
+        kind = "class" if is_logits else ("neuron" if spatial and position is not None
+                                          else "channel" if spatial else "unit")
+    if kind in ("channel", "neuron") and not spatial:
+        raise DgnamError(f"unit kind {kind!r} needs a conv layer, but {layer} has shape {tuple(shape)}; use unit")
+    if kind == "class" and not is_logits:
+        raise DgnamError(f"unit kind 'class' needs the logits layer, not {layer!r}")
+    x = y = None
+    if kind == "neuron" and position is not None:
+        if len(position) != 2:
+            raise DgnamError(f"position={list(position)} must be [x, y]")
+        x, y = int(position[0]), int(position[1])
+        h, w = shape[-2:]
+        if not (0 <= x < w and 0 <= y < h):
+            raise DgnamError(f"position (x={x}, y={y}) is outside {layer}, which is {w} wide and {h} high")
+    picked = _parse_units(spec, shape[0], target, kind == "class")
+    return [Unit(layer, i, kind, label, x, y) for i, label in picked]
+
+
+def objective_for(units: Sequence[Unit]) -> O.Objective:
+    """One batched objective: item b maximizes ``units[b]`` (all of one layer and kind)."""
+    first = units[0]
+    idx = [u.index for u in units]
+    if first.kind == "neuron":
+        return O.neuron(first.layer, idx, first.x, first.y)
+    if first.kind == "class":
+        return O.class_logit(first.layer, idx)
+    return O.channel(first.layer, idx)

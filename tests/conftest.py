@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny target network, config composition, the shared assets (optional)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from dgnam.models import Target
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED = Path(os.environ.get("DGNAM_SHARED", REPO.parent / "shared"))
+MOBILENET = SHARED / "models" / "mobilenet_v2_imagenet.pth"
+JUDGE = SHARED / "models" / "judge_mobilenet_v1_0.5_160.pt2"
+DATA = SHARED / "data" / "imagenet50-128"
+
+
+class TinyNet(nn.Module):
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        )
+        self.avgpool = nn.AdaptiveAvgPool2d((2, 2))
+        self.classifier = nn.Sequential(nn.Linear(64, 32), nn.ReLU(inplace=True), nn.Linear(32, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+@pytest.fixture
+def tiny_target() -> Target:
+    aliases = {"conv1": "features.0", "conv2": "features.3", "pool2": "features.5",
+               "fc1": "classifier.1", "fc2": "classifier.2"}
+    return Target(TinyNet(), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), name="tiny", input_size=32,
+                  aliases=aliases, categories=[f"class{i}" for i in range(10)])
+
+
+def needs_shared(path: Path) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not path.exists(), reason=f"shared asset {path} not found (set DGNAM_SHARED)")
+
+
+@pytest.fixture
+def compose():
+    """compose(config_name, overrides) with the real conf/ directory."""
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    def _compose(overrides=(), name: str = "visualize"):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return hcompose(config_name=name, overrides=list(overrides))
+
+    yield _compose
+    GlobalHydra.instance().clear()

@@ -1,0 +1,222 @@
+"""visualize.py: configs compose and instantiate, run(cfg) end to end, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from PIL import Image
+
+from conftest import CONF, MOBILENET, REPO, needs_shared
+from dgnam.am import check_priors
+from dgnam.errors import DgnamError
+from dgnam.models import build_target
+
+sys.path.insert(0, str(REPO))
+import visualize  # noqa: E402
+
+SMALL = ["model.weights=null", "steps=2", "image_size=96", "batch_size=2", "output.progress=false"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["param", "optimizer", "scheduler"])
+def test_every_option_composes_and_instantiates(compose, group):
+    for name in options(group):
+        cfg = compose([f"{group}={name}"] if group != "scheduler" else [f"+scheduler={name}"])
+        obj = instantiate(cfg[group])
+        params = [torch.nn.Parameter(torch.zeros(2))]
+        if group == "param":
+            built = obj(init=torch.rand(2, 3, 16, 16), noise=False, generator=torch.Generator())
+            assert built().shape == (2, 3, 16, 16)
+        elif group == "optimizer":
+            assert isinstance(obj(params), torch.optim.Optimizer)
+        else:
+            opt = torch.optim.SGD(params, lr=8.0)
+            sched = obj(opt)
+            for _ in range(cfg.steps):
+                opt.step()
+                sched.step()
+            assert opt.param_groups[0]["lr"] < 1e-9  # linear 8 -> 1e-10
+
+
+@pytest.mark.parametrize("name", ["vgg16", "alexnet", "torchvision", "mobilenet_v2_shared"])
+def test_every_model_composes_and_instantiates(compose, name):
+    if name == "mobilenet_v2_shared" and not MOBILENET.exists():
+        pytest.skip(f"shared asset {MOBILENET} not found (set DGNAM_SHARED)")
+    over = [f"model={name}"] + ([] if name == "mobilenet_v2_shared" else ["model.weights=null"])
+    if name == "torchvision":
+        over.append("model.arch=squeezenet1_1")
+    cfg = compose(over)
+    target = instantiate(cfg.model, device="cpu")
+    assert target(torch.rand(1, 3, 64, 64), ["logits"])["logits"].shape == (1, 1000)
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_every_experiment_runs_shrunk(compose, name, tmp_path):
+    cfg = compose([f"experiment={name}"])
+    check_priors(OmegaConf.to_container(cfg.priors))
+    if cfg.mode != "am":
+        pytest.skip(f"{name} is a {cfg.mode} preset; its own tests cover it")
+    over = [f"experiment={name}", *SMALL]
+    if cfg.octaves.n > 1:
+        over += ["octaves.n=2", "image_size=80"]
+    units = cfg.units
+    over.append("units=[0,1]" if isinstance(units, str) else f"units=[{units[0]},{units[1]}]"
+                if not isinstance(units[0], str) else f"units=[{units[0]!r},{units[1]!r}]".replace("'", '"'))
+    res = visualize.run(compose(over), tmp_path)
+    layers = [cfg.layers] if isinstance(cfg.layers, str) else list(cfg.layers)
+    assert len(res["results"]) == 2 * len(layers)
+    for layer in layers:
+        assert (tmp_path / f"grid_{layer}.png").is_file()
+
+
+def test_run_end_to_end(compose, tmp_path):
+    cfg = compose(["model=alexnet", *SMALL, "layers=[conv2,fc8]", "units=[0,1,2]",
+                   "output.gif=true", "output.mp4=true", "output.frame_every=1", "priors.jitter=4",
+                   "priors.decay=0.01"])
+    res = visualize.run(cfg, tmp_path)
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert len(rows) == 6 and rows == res["results"]
+    assert {r["kind"] for r in rows} == {"channel", "class"}
+    for r in rows:
+        assert r["steps"] == 2 and r["seconds"] > 0 and "activation" in r
+        if r["kind"] == "class":
+            assert 0 <= r["probability"] <= 1
+    assert (tmp_path / "results.csv").read_text().count("\n") == 7
+    for layer in ("conv2", "fc8"):
+        pngs = sorted((tmp_path / layer).glob("*.png"))
+        assert len(pngs) == 3
+        assert Image.open(pngs[0]).size == (96, 96)
+        grid = Image.open(tmp_path / f"grid_{layer}.png")
+        assert grid.size[0] > 3 * 96
+        assert (tmp_path / f"optimization_{layer}.gif").stat().st_size > 0
+        assert (tmp_path / f"optimization_{layer}.mp4").stat().st_size > 0
+    assert not list(tmp_path.rglob(".*.png"))  # no temporary files left behind
+
+
+def test_class_names_and_ranges(compose, tmp_path):
+    cfg = compose(["model=alexnet", *SMALL, "layers=logits", "units=[goldfish,'great white shark',7]",
+                   "steps=1"])
+    rows = visualize.run(cfg, tmp_path)["results"]
+    assert [r["unit"] for r in rows] == [1, 2, 7]
+    assert rows[0]["label"] == "1 goldfish"
+    cfg = compose(["model=alexnet", *SMALL, "layers=conv1", "units=3-5", "steps=1", "output.png=false"])
+    assert [r["unit"] for r in visualize.run(cfg, tmp_path)["results"]] == [3, 4, 5]
+
+
+def test_neuron_units_at_a_position(compose, tmp_path):
+    cfg = compose(["model=alexnet", *SMALL, "layers=conv3", "units=first:2", "position=[1,2]",
+                   "output.png=false"])
+    rows = visualize.run(cfg, tmp_path)["results"]
+    assert [(r["kind"], r["x"], r["y"]) for r in rows] == [("neuron", 1, 2)] * 2
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["layers=conv9_9"], "unknown layer 'conv9_9'"),
+        (["layers=conv1_1", "units=[64]"], "unit 64 is out of range"),
+        (["layers=fc8", "units=[not_a_class_xyz]"], "not found"),
+        (["steps=0"], "steps=0 must be a positive integer"),
+        (["image_size=-3"], "image_size=-3 must be a positive integer"),
+        (["batch_size=0"], "batch_size=0"),
+        (["+priors.sharpen=1"], "unknown prior 'sharpen'"),
+        (["init.kind=image", "init.path=/nonexistent/picture.png"], "image file not found"),
+        (["model.weights=null", "model.weights_file=/nonexistent/w.pth"], "weights file not found"),
+        (["model.arch=vgg99"], "unknown model 'vgg99'"),
+        (["layers=conv1_1", "position=[500,1]", "unit=neuron"], "outside conv1_1"),
+        (["grad_norm=l7"], "unknown grad_norm"),
+        (["param=fft", "octaves.n=3"], "octaves need param=pixel"),
+        (["model.arch=alexnet", "image_size=40"], "cannot be computed for a 40 x 40 image"),
+    ],
+)
+def test_bad_input_is_one_clear_error(compose, tmp_path, overrides, message):
+    cfg = compose(["model=vgg16", *SMALL, *overrides])
+    with pytest.raises(DgnamError, match=message) as err:
+        visualize.run(cfg, tmp_path)
+    assert "\n" not in str(err.value)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_unknown_layer_lists_valid_names(compose, tmp_path):
+    with pytest.raises(DgnamError) as err:
+        visualize.run(compose(["model=alexnet", *SMALL, "layers=conv6"]), tmp_path)
+    for name in ("conv1", "conv5", "pool5", "fc6", "fc8"):
+        assert name in str(err.value)
+
+
+def test_unreadable_init_image(compose, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image at all")
+    out = tmp_path / "out"
+    with pytest.raises(DgnamError, match="cannot read image"):
+        visualize.run(compose(["model=alexnet", *SMALL, "init.kind=image", f"init.path={bad}"]), out)
+    assert not out.exists()
+
+
+def test_weights_for_another_architecture(tmp_path):
+    path = tmp_path / "alexnet.pth"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+    with pytest.raises(DgnamError, match="does not fit vgg16"):
+        build_target("vgg16", weights_file=str(path))
+
+
+def test_offline_download_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def refuse(url, dst, **kw):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    with pytest.raises(DgnamError) as err:
+        build_target("alexnet", weights="IMAGENET1K_V1")
+    msg = str(err.value)
+    assert "alexnet-owt-7be5be79.pth" in msg and "model.weights_file=" in msg and "\n" not in msg
+    with pytest.raises(DgnamError, match="unknown weights 'IMAGENET9K'"):
+        build_target("alexnet", weights="IMAGENET9K")
+
+
+def test_local_weights_file_loads(tmp_path):
+    import torchvision
+
+    path = tmp_path / "alexnet.pth"
+    torch.manual_seed(0)
+    ref = torchvision.models.alexnet()
+    torch.save(ref.state_dict(), path)
+    target = build_target("alexnet", weights_file=str(path), mean=(0.5,) * 3, std=(0.5,) * 3)
+    x = torch.rand(1, 3, 64, 64)
+    assert torch.allclose(target(x, ["logits"])["logits"], ref.eval()((x - 0.5) / 0.5), atol=1e-5)
+
+
+@needs_shared(MOBILENET)
+def test_shared_mobilenet_class_visualization_fools_the_target(compose, tmp_path):
+    cfg = compose(["model=mobilenet_v2_shared", "layers=logits", "units=[goldfish,pizza]", "steps=40",
+                   "image_size=128", "priors.jitter=4", "output.progress=false"])
+    rows = visualize.run(cfg, tmp_path)["results"]
+    assert all(r["probability"] > 0.9 and r["top1"] == r["unit"] for r in rows)
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "visualize.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    for args, needle in [(["model=vgg16", "model.arch=nonet"], "unknown model 'nonet'"),
+                         (["priors.sharpen=2"], "unknown prior 'sharpen'")]:
+        proc = _cli(*args, "hydra.run.dir=out", cwd=tmp_path)
+        assert proc.returncode == 2, proc.stderr
+        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert lines[-1].startswith("error: ") and needle in lines[-1], proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert not (tmp_path / "out").exists()

@@ -1,0 +1,52 @@
+"""Show what units of an image network respond to.
+
+    python visualize.py model=mobilenet_v2_shared layers=logits units=[goldfish,1]
+    python visualize.py experiment=lucid model=alexnet model.weights=null
+    python visualize.py -m experiment=classes seed=0,1,2        # a Hydra sweep
+
+Thin entry point: Hydra composes ``conf/visualize.yaml``; :func:`run` does the work and is what
+tests call.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from dgnam.am import PRIOR_DEFAULTS, run_am
+from dgnam.cli import guarded, run_dir
+from dgnam.errors import DgnamError
+
+MODES = {"am": run_am}
+
+
+def run(cfg: DictConfig, out_dir: str | None = None) -> dict:
+    """Run the mode ``cfg.mode`` and write its outputs to ``out_dir`` (default: Hydra's run dir)."""
+    mode = cfg.get("mode", "am")
+    if mode not in MODES:
+        raise DgnamError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    return MODES[mode](cfg, out_dir or run_dir())
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="visualize")
+@guarded
+def main(cfg: DictConfig) -> None:
+    res = run(cfg)
+    print(f"wrote {len(res.get('results', []))} results to {res['out_dir']}")
+
+
+def check_prior_overrides(argv: list[str]) -> None:
+    """Name an unknown prior in one line before Hydra composes (its own message spans lines)."""
+    for arg in argv:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if key.startswith("priors.") and key.split(".")[1] not in PRIOR_DEFAULTS:
+            print(f"error: unknown prior {key.split('.')[1]!r}; valid priors: {', '.join(PRIOR_DEFAULTS)}",
+                  file=sys.stderr)
+            sys.exit(2)
+
+
+if __name__ == "__main__":
+    check_prior_overrides(sys.argv[1:])
+    main()
