@@ -211,3 +211,13 @@ def test_transforms_follow_the_seed():
     assert all(torch.equal(u, v) for u, v in zip(outs_a, outs_b))
     assert outs_a[0].shape[-2:] == (12, 12)
     assert len({tuple(o.flatten()[:4].tolist()) for o in outs_a}) > 1
+
+
+def test_channels_last_gives_the_same_activations():
+    from conftest import TinyNet
+    from dgnam.models import Target
+
+    x = torch.rand(2, 3, 32, 32)
+    a = Target(TinyNet(), (0.5,) * 3, (0.25,) * 3, channels_last=True)(x, ["features.3", "logits"])
+    b = Target(TinyNet(), (0.5,) * 3, (0.25,) * 3, channels_last=False)(x, ["features.3", "logits"])
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
