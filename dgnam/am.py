@@ -216,6 +216,11 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
             init = make_init(init_cfg, b, sizes[0], seed).to(device)
             param = factory(init=init, noise=init_cfg.get("kind", "noise") == "noise", generator=g).to(device)
             tfs, posts, penalty = build_priors(priors, g, pixel=is_pixel)
+            posts += param.post_steps() if hasattr(param, "post_steps") else []
+            own = param.penalty() if hasattr(param, "penalty") else None
+            penalty = own if penalty is None else (penalty + own if own is not None else penalty)
+            if cfg.get("input_resize"):
+                tfs.append(T.Resize(int(cfg.input_resize)))
             unit_obj = objective_for(chunk)
             objective = unit_obj - penalty if penalty is not None else unit_obj
             t0 = time.perf_counter()
@@ -228,7 +233,9 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
             secs = time.perf_counter() - t0
             final = evaluate(target, res.images.to(device), chunk)
             for i, u in enumerate(chunk):
-                row = {"layer": layer, "unit": u.index, "label": u.label, "kind": u.kind,
+                row = {"method": cfg.get("method_name", "pixel"), "seed": seed, "layer": layer,
+                       "unit": u.index, "label": u.label, "kind": u.kind,
+                       "image": str(_png_path(layer, u).as_posix()) if ocfg.get("png", True) else None,
                        "activation": final["activation"][i]}
                 if "probability" in final:
                     row["probability"] = final["probability"][i]
@@ -270,13 +277,17 @@ def _safe(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_")[:60]
 
 
+def _png_path(layer: str, unit: Unit) -> Path:
+    """Where a unit's PNG goes, relative to the run directory."""
+    return Path(_safe(layer)) / f"{_safe(unit.label) or unit.index}.png"
+
+
 def _save_layer(out: Path, layer: str, units: Sequence[Unit], images: Tensor,
                 frames_by_batch: list[list[Tensor]], ocfg: Mapping[str, Any]) -> None:
     """PNG per unit, a labelled grid per layer, and optionally a GIF/MP4 of the whole grid."""
-    ldir = out / _safe(layer)
     if ocfg.get("png", True):
         for u, img in zip(units, images):
-            save_png(img, ldir / f"{_safe(u.label) or u.index}.png")
+            save_png(img, out / _png_path(layer, u))
     cols = int(ocfg.get("grid_cols", 8)) or 8
     labels = [u.label for u in units]
     if ocfg.get("grid", True):

@@ -88,7 +88,9 @@ def optimize(
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     track = track or objective
-    layers = objective.layers | track.layers
+    extra = getattr(param, "extra", None)  # pseudo-layers the parameterization provides (e.g. a code)
+    param_layers = set(extra()) if extra is not None else set()
+    layers = (objective.layers | track.layers) - param_layers
     transforms = transforms if transforms is not None else nn.Identity()
     octave_sizes = list(octave_sizes) if octave_sizes else [None]
     history: list[Tensor] = []
@@ -106,6 +108,8 @@ def optimize(
             opt.zero_grad(set_to_none=True)
             image = param()
             acts = target(transforms(image), layers)
+            if param_layers:
+                acts = {**acts, **extra()}
             score = objective(acts)  # (B,)
             (-score).sum().backward()  # the one place the sign flips: items do not interact
             if grad_norm:
