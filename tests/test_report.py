@@ -1,0 +1,266 @@
+"""Judges and the comparison report: both kinds of judge file load, bad judge files fail in one line,
+the image statistics are right on known images, and the report builds from tiny real runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from omegaconf import OmegaConf
+from PIL import Image
+from torch import nn
+
+from conftest import JUDGE, REPO, needs_shared
+from dgnam.cli import guarded
+from dgnam.errors import DgnamError
+from dgnam.judges import load_judge
+from dgnam.report import (ReportCallback, build_report, find_run_dirs, high_frequency_energy,
+                          order_methods, total_variation)
+
+sys.path.insert(0, str(REPO))
+import visualize  # noqa: E402
+
+SMALL = ["model=alexnet", "model.weights=null", "steps=2", "image_size=96", "output.progress=false",
+         "layers=logits", "unit=class", "units=[1,2]", "batch_size=2"]
+
+
+class FixedJudge(nn.Module):
+    """Logits that ignore the image: class 1 first (10), class 2 second (5), the rest 0."""
+
+    def __init__(self, classes: int = 1000) -> None:
+        super().__init__()
+        bias = torch.zeros(classes)
+        bias[1], bias[2 % classes] = 10.0, 5.0
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(1, 2, 3))[:, None] * 0.0 + self.bias  # (B, classes)
+
+
+def export(model: nn.Module, path: Path, size: int = 64, dynamic_batch: bool = True) -> Path:
+    if dynamic_batch:
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        prog = torch.export.export(model.eval(), (torch.rand(2, 3, size, size),), dynamic_shapes=({0: batch},))
+    else:  # a program fixed to a batch of 1
+        prog = torch.export.export(model.eval(), (torch.rand(1, 3, size, size),))
+    torch.export.save(prog, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def judge_files(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("judges")
+    sq = torchvision.models.squeezenet1_1(weights=None)
+    torch.save(sq.state_dict(), d / "squeezenet.pth")
+    (d / "garbage.pt2").write_bytes(b"this is not a torch.export archive\n" * 10)
+    return {"fixed": export(FixedJudge(), d / "fixed.pt2"),
+            "ten": export(FixedJudge(10), d / "ten.pt2"),
+            "batch1": export(FixedJudge(), d / "batch1.pt2", dynamic_batch=False),
+            "squeezenet": d / "squeezenet.pth",
+            "garbage": d / "garbage.pt2"}
+
+
+# ---------------------------------------------------------------------------------------------
+# judges
+
+
+def test_pt2_judge_loads_and_resizes(judge_files):
+    judge = load_judge({"kind": "pt2", "path": str(judge_files["fixed"]), "input_size": 64})
+    assert judge.name == "fixed" and judge.input_size == 64
+    logits = judge(torch.rand(3, 3, 96, 80))  # any size: resized and cropped to 64 x 64
+    assert logits.shape == (3, 1000)
+    assert logits.argmax(-1).tolist() == [1, 1, 1]
+    one = load_judge({"path": str(judge_files["batch1"]), "input_size": 64})  # fixed batch: split
+    assert one.batch_size == 1 and one(torch.rand(3, 3, 64, 64)).shape == (3, 1000)
+
+
+def test_torchvision_judge_loads_its_weights(judge_files):
+    judge = load_judge({"kind": "torchvision", "name": "sq", "arch": "squeezenet1_1",
+                        "weights_file": str(judge_files["squeezenet"]), "input_size": 64,
+                        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]})
+    x = torch.rand(2, 3, 64, 64)
+    ref = torchvision.models.squeezenet1_1(weights=None)
+    ref.load_state_dict(torch.load(judge_files["squeezenet"], weights_only=True))
+    with torch.no_grad():
+        expected = ref.eval()((x - 0.5) / 0.25)
+    got = judge(x)
+    assert got.shape == (2, 1000)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case, spec, needle", [
+    ("garbage", {"kind": "pt2"}, "garbage.pt2"),
+    ("missing", {"kind": "pt2"}, "missing.pt2"),
+    ("ten", {"kind": "pt2", "input_size": 64}, "(2, 10)"),
+    ("garbage", {"kind": "torchvision", "arch": "squeezenet1_1"}, "garbage.pt2"),
+    ("squeezenet", {"kind": "torchvision", "arch": "resnet18"}, "squeezenet.pth"),
+    ("fixed", {"kind": "onnx"}, "onnx"),
+    ("fixed", {"kind": "pt2"}, "set its input_size"),  # exported for 64 px, asked for the default 160
+])
+def test_bad_judge_file_is_one_line(judge_files, tmp_path, case, spec, needle):
+    path = judge_files.get(case, tmp_path / f"{case}.pt2")
+    key = "weights_file" if spec["kind"] == "torchvision" else "path"
+    with pytest.raises(DgnamError) as e:
+        load_judge({**spec, key: str(path)})
+    msg = str(e.value)
+    assert "\n" not in msg and needle in msg, msg
+
+
+# ---------------------------------------------------------------------------------------------
+# image statistics
+
+
+def test_image_statistics_on_known_images():
+    n = 64
+    const = torch.full((1, 3, n, n), 0.3)
+    assert total_variation(const).item() == 0.0
+    assert high_frequency_energy(const).item() == 0.0
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    checker = ((i + j) % 2).float().expand(1, 3, n, n)
+    assert total_variation(checker).item() == pytest.approx(math.sqrt(2), rel=1e-6)
+    assert high_frequency_energy(checker).item() == pytest.approx(1.0, abs=1e-6)
+    # sinusoids exactly on a DFT bin: 0.125 cycles/pixel is all low, 0.375 all high (radius 0.25)
+    low = (0.5 + 0.4 * torch.cos(2 * math.pi * 8 * j / n)).float().expand(1, 3, n, n)
+    high = (0.5 + 0.4 * torch.cos(2 * math.pi * 24 * j / n)).float().expand(1, 3, n, n)
+    assert high_frequency_energy(low).item() == pytest.approx(0.0, abs=1e-6)
+    assert high_frequency_energy(high).item() == pytest.approx(1.0, abs=1e-6)
+    assert 0 < total_variation(low).item() < total_variation(high).item()
+    batch = torch.cat([const, checker, low])
+    assert high_frequency_energy(batch).tolist() == pytest.approx([0.0, 1.0, 0.0], abs=1e-6)
+
+
+def test_methods_order_is_stable_and_configurable():
+    assert order_methods({"lucid", "zeta", "pixel", "alpha"}) == ["pixel", "lucid", "alpha", "zeta"]
+    assert order_methods({"lucid", "pixel"}, ["lucid", "dgnam"]) == ["lucid", "pixel"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the report from tiny real runs
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory) -> dict[str, Path]:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    d = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for name, extra in {"pixel": ["method=pixel"], "pixel_s1": ["method=pixel", "seed=1"],
+                        "yosinski": ["method=yosinski"]}.items():
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(config_name="visualize", overrides=SMALL + extra)
+        visualize.run(cfg, str(d / name))
+        runs[name] = d / name
+    GlobalHydra.instance().clear()
+    return runs
+
+
+def test_report_builds_from_tiny_runs(compose, tiny_runs, judge_files, tmp_path):
+    cfg = compose(["experiment=report"])
+    OmegaConf.update(cfg, "report.runs", [str(p) for p in tiny_runs.values()])
+    OmegaConf.update(cfg, "report.judges", [{"kind": "pt2", "name": "fixed", "input_size": 64,
+                                             "path": str(judge_files["fixed"])}])
+    OmegaConf.update(cfg, "report.methods_order", ["yosinski", "pixel"])
+    out = tmp_path / "report"
+    res = visualize.run(cfg, str(out))  # mode=report through visualize.py's MODES
+
+    for f in ("report.md", "report.html", "grid.png", "report.json", "report.csv", "summary.json"):
+        assert (out / f).is_file(), f
+    rows = json.loads((out / "report.json").read_text())
+    assert len(rows) == 6 == len(res["results"])  # 2 units x (2 pixel seeds + 1 yosinski seed)
+    by_unit = {r["unit"]: r for r in rows if r["method"] == "yosinski"}
+    assert by_unit[1]["fixed_top1"] == 1 and by_unit[1]["fixed_top5"] == 1
+    assert by_unit[2]["fixed_top1"] == 0 and by_unit[2]["fixed_top5"] == 1
+    z = math.exp(10) + math.exp(5) + 998
+    assert by_unit[2]["fixed_prob"] == pytest.approx(math.exp(5) / z, rel=1e-4)
+    for r in rows:
+        assert (out / r["image"]).is_file() and 0 <= r["hf_energy"] <= 1 and r["tv"] > 0
+
+    summary = res["summary"]
+    assert [s["method"] for s in summary] == ["yosinski", "pixel"]
+    pix = summary[1]
+    assert (pix["images"], pix["units"], pix["seeds"]) == (4, 2, 2)
+    assert pix["fixed_top1_pct"] == pytest.approx(50.0) and pix["fixed_top5_pct"] == pytest.approx(100.0)
+    assert pix["fixed_prob"] == pytest.approx((math.exp(10) + math.exp(5)) / z / 2, rel=1e-4)
+    assert pix["fixed_top1_pct_sd"] == pytest.approx(0.0)
+    assert pix["activation"] == pytest.approx(sum(r["activation"] for r in rows if r["method"] == "pixel") / 4)
+
+    md = (out / "report.md").read_text()
+    assert "![grid](grid.png)" in md and "| fixed top-1 % |" in md
+    assert "| pixel | 4 (2 × 2) |" in md and "50.0 ± 0.0" in md
+    assert md.index("| yosinski |") < md.index("| pixel |")
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4  # 2 units x 2 methods, lowest seed
+    with Image.open(out / "grid.png") as g:  # 2 rows x 2 columns of 192-px tiles + 14-px captions
+        assert g.size == (2 * (192 + 2) + 2, 2 * (192 + 14 + 2) + 2)
+
+
+def test_callback_reports_over_a_sweep_directory(tiny_runs, judge_files, tmp_path):
+    sweep = tmp_path / "sweep"
+    for i, name in enumerate(["pixel", "yosinski"]):
+        shutil.copytree(tiny_runs[name], sweep / str(i))
+    assert [p.name for p in find_run_dirs(sweep)] == ["0", "1"]
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}},
+                            "report": {"judges": [{"path": str(judge_files["fixed"]), "input_size": 64}]}})
+    ReportCallback().on_multirun_end(config=cfg)
+    rows = json.loads((sweep / "report" / "report.json").read_text())
+    assert sorted({r["method"] for r in rows}) == ["pixel", "yosinski"] and len(rows) == 4
+
+
+def test_report_refuses_the_target_as_judge_and_empty_dirs(tiny_runs, tmp_path):
+    with pytest.raises(DgnamError, match="no results.json"):
+        build_report([tmp_path], tmp_path / "out", judges=[])
+    run = tiny_runs["pixel"]
+    fake = tmp_path / "weights.pth"
+    fake.write_bytes(b"x")
+    cfg_file = run / ".hydra" / "config.yaml"
+    cfg_file.parent.mkdir(exist_ok=True)
+    cfg_file.write_text(f"model:\n  arch: alexnet\n  weights_file: {fake}\n")
+    try:
+        with pytest.raises(DgnamError, match="target's weights file"):
+            build_report([run], tmp_path / "out", judges=[{"kind": "torchvision", "arch": "alexnet",
+                                                           "weights_file": str(fake)}])
+    finally:
+        shutil.rmtree(cfg_file.parent)
+
+
+def test_presets_compose(compose):
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = hcompose(config_name="visualize", overrides=["experiment=compare"], return_hydra_config=True)
+    units = list(cfg.units)
+    assert len(units) == 20 == len(set(units)) and all(0 <= u < 1000 for u in units)
+    assert cfg.layers == "logits" and cfg.unit == "class" and cfg.name == "compare"
+    assert cfg.hydra.sweeper.params.method.split(",") == ["pixel", "yosinski", "lucid", "dgnam"]
+    assert cfg.hydra.callbacks.report._target_ == "dgnam.report.ReportCallback"
+    assert cfg.report.judges[0].path.endswith("models/judge_mobilenet_v1_0.5_160.pt2")
+    rep = compose(["experiment=report"])
+    assert rep.mode == "report" and rep.report.judges[0].path == cfg.report.judges[0].path
+
+
+@needs_shared(JUDGE)
+def test_shared_judge_loads():
+    judge = load_judge({"kind": "pt2", "path": str(JUDGE)})
+    assert judge(torch.rand(2, 3, 96, 96)).shape == (2, 1000)
+
+
+def test_bad_judge_in_report_mode_exits_with_one_line(compose, tiny_runs, judge_files, tmp_path, capsys):
+    cfg = compose(["experiment=report", f"report.runs=[{tiny_runs['pixel']}]",
+                   f"report.judges=[{{path:'{judge_files['garbage']}'}}]"])
+    with pytest.raises(SystemExit) as e:
+        guarded(visualize.run)(cfg, str(tmp_path / "out"))  # what visualize.py's main does on errors
+    assert e.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot read judge file") and "garbage.pt2" in lines[0]
+    assert not (tmp_path / "out" / "report.md").exists()
