@@ -233,3 +233,19 @@ def test_every_method_runs_shrunk(compose, name, tmp_path):
     rows = visualize.run(compose(over), tmp_path)["results"]
     assert [r["method"] for r in rows] == [cfg.method_name] * 2
     assert all((tmp_path / r["image"]).is_file() for r in rows)
+
+
+def test_atomic_write_gives_usual_permissions(tmp_path):
+    import os
+
+    from dgnam.cli import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "a" / "x.txt", lambda tmp: Path(tmp).write_text("hi"))
+    finally:
+        os.umask(umask)
+    assert path.read_text() == "hi" and (path.stat().st_mode & 0o777) == 0o644
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "y.txt", lambda tmp: (_ for _ in ()).throw(RuntimeError("boom")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # nothing half-written left
