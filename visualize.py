@@ -16,10 +16,15 @@ import hydra
 from omegaconf import DictConfig
 
 from dgnam.am import PRIOR_DEFAULTS, run_am
+from dgnam.actmaps import run_activation_maps
+from dgnam.inversion import run_inversion
+from dgnam.receptive import run_receptive_field
+from dgnam.report import run_report
 from dgnam.cli import guarded, run_dir
 from dgnam.errors import DgnamError
 
-MODES = {"am": run_am}
+MODES = {"am": run_am, "activation_maps": run_activation_maps, "receptive_field": run_receptive_field,
+         "inversion": run_inversion, "report": run_report}
 
 
 def run(cfg: DictConfig, out_dir: str | None = None) -> dict:
