@@ -36,7 +36,13 @@ def test_every_option_composes_and_instantiates(compose, group):
         obj = instantiate(cfg[group])
         params = [torch.nn.Parameter(torch.zeros(2))]
         if group == "param":
-            built = obj(init=torch.rand(2, 3, 16, 16), noise=False, generator=torch.Generator())
+            kw = {"init": torch.rand(2, 3, 16, 16), "noise": name == "generator", "generator": torch.Generator()}
+            if name == "generator" and not Path(str(cfg.param.prior)).is_file():
+                # no trained prior here: the same config with a tiny generator and code statistics
+                tiny = torch.nn.Sequential(torch.nn.Linear(4, 3 * 16 * 16), torch.nn.Unflatten(1, (3, 16, 16)),
+                                           torch.nn.Sigmoid())
+                kw.update(prior=None, gen=tiny, code_mean=torch.zeros(4), code_std=torch.ones(4))
+            built = obj(**kw)
             assert built().shape == (2, 3, 16, 16)
         elif group == "optimizer":
             assert isinstance(obj(params), torch.optim.Optimizer)
