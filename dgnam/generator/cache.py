@@ -1,0 +1,124 @@
+"""Encode a dataset once: images at the generator's resolution, their codes E(x) and comparator
+features C(x), for the original and (optionally) the mirrored image.
+
+On a CPU, E and C on real images cost more than the generator itself; with a cache a training step
+runs only G (and C on G's output). The cache is one ``torch.save`` file of plain tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dgnam.cli import atomic_write
+from dgnam.data import center_square, decode_image, open_source, pil_to_tensor
+from dgnam.errors import DgnamError
+from dgnam.generator.encoder import Comparator, Encoder, resize_to
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+def cache_key(source: Any, limit: int | None, encoder: Encoder, comparator: Comparator | None,
+              resolution: int, flips: bool, load_size: int) -> str:
+    """A short hash of everything that determines the cache's content."""
+    from dgnam.data import expand_files
+
+    try:  # the files themselves, so that equivalent globs and relative paths share one cache
+        files = [str(Path(f).resolve()) for f in expand_files(source)]
+    except DgnamError:
+        files = [str(Path(str(source)).expanduser().resolve())]
+    desc = {"v": CACHE_VERSION, "source": files,
+            "limit": limit, "encoder": encoder.describe(),
+            "comparator": comparator.describe() if comparator is not None else None,
+            "resolution": resolution, "flips": flips, "load_size": load_size}
+    return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@torch.inference_mode()
+def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None, resolution: int,
+                   load_size: int = 128, flips: bool = True, limit: int | None = None, batch_size: int = 64,
+                   device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
+    """Decode, centre-crop and encode every image of ``source`` (a Parquet glob/list or a folder).
+
+    Each image is cropped to its central square and resized to ``load_size`` (what E sees, after
+    E's own ``input_size``) and to ``resolution`` (what G must reproduce and C compares).
+
+    Returns a dict: ``images`` uint8 (N, 3, R, R); ``codes`` fp16 (N, V, D) with V = 2 views
+    (original, mirrored) or 1; ``feats`` fp16 (N, V, ...) or None; ``labels`` int64 (N,);
+    ``skipped`` (undecodable files, counted, not fatal); ``meta``.
+    """
+    src = open_source(source, limit=limit)
+    n = len(src)
+    images: list[Tensor] = []
+    codes: list[Tensor] = []
+    feats: list[Tensor] = []
+    labels: list[int] = []
+    skipped = 0
+    t0 = time.time()
+    views = 2 if flips else 1
+
+    def flush(batch: list[Tensor]) -> None:
+        big = torch.stack(batch).to(device)  # (b, 3, load, load)
+        small = resize_to(big, resolution)  # (b, 3, R, R)
+        xs, ss = [big], [small]
+        if flips:
+            xs.append(big.flip(-1))
+            ss.append(small.flip(-1))
+        codes.append(torch.stack([encoder(x).half().cpu() for x in xs], 1))  # (b, V, D)
+        if comparator is not None:
+            feats.append(torch.stack([comparator(s).half().cpu() for s in ss], 1))
+        images.append((small * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+
+    batch: list[Tensor] = []
+    for i in range(n):
+        data, label = src.raw(i)
+        img = decode_image(data) if data is not None else None
+        if img is None:
+            skipped += 1
+            continue
+        batch.append(pil_to_tensor(center_square(img, load_size)))
+        labels.append(label)
+        if len(batch) == batch_size:
+            flush(batch)
+            batch = []
+            done = len(labels)
+            if progress and (done // batch_size) % 10 == 0:
+                rate = done / max(time.time() - t0, 1e-6)
+                log.info("encoded %d/%d images (%.1f img/s, %d skipped)", done, n, rate, skipped)
+    if batch:
+        flush(batch)
+    if not labels:
+        raise DgnamError(f"no decodable images in {source} ({skipped} files could not be read)")
+    if skipped:
+        log.warning("%d of %d image files could not be decoded and were skipped", skipped, n)
+    return {
+        "images": torch.cat(images), "codes": torch.cat(codes),
+        "feats": torch.cat(feats) if feats else None, "labels": torch.tensor(labels, dtype=torch.int64),
+        "skipped": skipped, "views": views,
+        "meta": {"encoder": encoder.describe(), "comparator": comparator.describe() if comparator else None,
+                 "resolution": resolution, "load_size": load_size, "flips": flips, "version": CACHE_VERSION},
+    }
+
+
+def load_or_encode(cache_dir: str | Path, source: Any, encoder: Encoder, comparator: Comparator | None,
+                   resolution: int, load_size: int = 128, flips: bool = True, limit: int | None = None,
+                   batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """:func:`encode_dataset`, stored under ``cache_dir`` by a hash of its inputs and reused."""
+    key = cache_key(source, limit, encoder, comparator, resolution, flips, load_size)
+    path = Path(cache_dir) / f"codes-{key}.pt"
+    if path.is_file():
+        log.info("reading cached codes %s", path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    log.info("encoding %s once into %s", source, path)
+    out = encode_dataset(source, encoder, comparator, resolution, load_size, flips, limit, batch_size, device)
+    atomic_write(path, lambda p: torch.save(out, p))
+    return out

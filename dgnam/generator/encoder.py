@@ -1,0 +1,106 @@
+"""The encoder E (image -> code) and the comparator C (image -> features for the feature loss).
+
+Both wrap a frozen :class:`dgnam.models.Target` (eval mode, its own input normalization) and one of
+its layers; they may share one target. Images are RGB in [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgnam.errors import DgnamError
+from dgnam.models import Target
+
+POOLINGS = ("none", "avg", "max")
+
+
+def resize_to(images: Tensor, size: int | None) -> Tensor:
+    """(B, 3, H, W) -> (B, 3, size, size) (bilinear, antialiased when shrinking); ``None``: unchanged."""
+    if size is None or (images.shape[-2] == size and images.shape[-1] == size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=images.shape[-1] > size)
+
+
+class _Frozen(nn.Module):
+    """Base: holds a target, never leaves eval mode and never trains."""
+
+    def __init__(self, target: Target, layer: str, input_size: int | None) -> None:
+        super().__init__()
+        target.resolve(layer)  # unknown layer -> DgnamError listing the valid ones
+        self.target = target.eval().requires_grad_(False)
+        self.layer = layer
+        self.input_size = int(input_size) if input_size else None
+
+    def train(self, mode: bool = True) -> _Frozen:
+        return super().train(False)
+
+
+class Encoder(_Frozen):
+    """E: images (B, 3, H, W) in [0, 1] -> codes (B, D).
+
+    Args:
+        target: the frozen network.
+        layer: its layer (alias or node name) whose activation is the code, e.g. ``fc6`` or
+            ``flatten`` (MobileNetV2's pooled 1280-d features).
+        pooling: ``none`` (flatten the activation), ``avg`` or ``max`` (global pooling of a
+            (B, C, H, W) activation to (B, C)).
+        input_size: images are resized to this square side before E (``None``: as they come).
+        weights: a description of the weights (file name or enum), stored with the generator.
+    """
+
+    def __init__(self, target: Target, layer: str, pooling: str = "none", input_size: int | None = None,
+                 weights: str | None = None) -> None:
+        if pooling not in POOLINGS:
+            raise DgnamError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+        super().__init__(target, layer, input_size)
+        self.pooling = pooling
+        self.weights = os.path.basename(str(weights)) if weights else None
+        self._dim: int | None = None
+
+    def forward(self, images: Tensor) -> Tensor:
+        a = self.target(resize_to(images, self.input_size), [self.layer])[self.layer]
+        if a.dim() == 4 and self.pooling == "avg":
+            a = a.mean(dim=(2, 3))
+        elif a.dim() == 4 and self.pooling == "max":
+            a = a.amax(dim=(2, 3))
+        return a.flatten(1).float()  # (B, D)
+
+    @property
+    def code_dim(self) -> int:
+        if self._dim is None:
+            size = self.input_size or self.target.input_size
+            p = next(iter(self.target.buffers()))
+            with torch.no_grad():
+                self._dim = int(self(torch.zeros(1, 3, size, size, device=p.device)).shape[1])
+        return self._dim
+
+    def describe(self) -> dict[str, Any]:
+        """What a generator trained on this encoder needs to know about it."""
+        return {"arch": self.target.name, "weights_file": self.weights, "layer": self.layer,
+                "pooling": self.pooling, "input_size": self.input_size,
+                "mean": [float(v) for v in self.target.mean.flatten()],
+                "std": [float(v) for v in self.target.std.flatten()]}
+
+
+class Comparator(_Frozen):
+    """C: images (B, 3, H, W) in [0, 1] -> features at ``layer`` (the feature loss compares these).
+
+    ``input_size`` resizes the images first (a smaller input makes C cheaper)."""
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.target(resize_to(images, self.input_size), [self.layer])[self.layer].float()
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": self.target.name, "layer": self.layer, "input_size": self.input_size}
+
+
+def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two encoder descriptions name the same network, weights, layer and pooling."""
+    keys = ("arch", "weights_file", "layer", "pooling")
+    return all(a.get(k) == b.get(k) for k in keys)

@@ -1,0 +1,287 @@
+"""The LightningModule that trains a generator G to invert a frozen encoder E (DeePSiM).
+
+It receives its parts already built (G, D, E, C, optimizer and scheduler factories) and trains with
+manual optimization: each step one D update, then one G update, each under
+``toggled_optimizer``. Batches are dicts with ``image`` (B, 3, R, R) in [0, 1] and, when the data
+were encoded once in advance, ``code`` (B, D) = E(image) and ``feat`` = C(image).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+from dgnam.errors import DgnamError
+from dgnam.generator.encoder import Comparator, Encoder, same_encoder
+from dgnam.generator.losses import (
+    Balancer,
+    discriminator_losses,
+    feature_loss,
+    generator_adversarial_loss,
+    image_loss,
+    mse,
+    psnr,
+    weighted_sum,
+)
+
+log = logging.getLogger(__name__)
+
+LOSS_TERMS = ("image", "feature", "adversarial")
+
+
+def warmup_multistep(optimizer: Optimizer, milestones: list[int] = (), gamma: float = 0.5,
+                     warmup_steps: int = 0) -> LambdaLR:
+    """Per-iteration LR factor: linear warm-up from 1/warmup_steps to 1, then times ``gamma`` at each
+    milestone (iterations), like ``MultiStepLR``."""
+    ms = sorted(int(m) for m in milestones)
+
+    def factor(it: int) -> float:
+        f = min(1.0, (it + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        return f * gamma ** sum(it >= m for m in ms)
+
+    return LambdaLR(optimizer, factor)
+
+
+class GeneratorModule(L.LightningModule):
+    """DeePSiM training of ``generator`` against ``encoder`` (the code) and ``comparator``.
+
+    Args:
+        generator: G, codes (B, D) -> images (B, 3, R, R).
+        encoder: E (frozen), used when a batch carries no precomputed ``code``.
+        comparator: C (frozen) for the feature loss; ``None`` disables that term.
+        discriminator: D; ``None`` (or adversarial weight 0) trains without the adversarial term.
+        optimizer_g, optimizer_d: factories ``params -> Optimizer`` (Hydra ``_partial_``).
+        scheduler: factory ``optimizer -> LR scheduler`` stepped every iteration, or ``None``.
+        weights: loss weights ``{"image", "feature", "adversarial"}``.
+        balance: the :class:`Balancer` (its ``enabled`` flag is the switch).
+        channels_last: NHWC layout for G and D on GPU.
+        code_noise: std of Gaussian noise added to training codes (0: none).
+        grid_images: number of fixed validation images shown as a grid each epoch.
+    """
+
+    def __init__(self, generator: nn.Module, encoder: Encoder | None = None, comparator: Comparator | None = None,
+                 discriminator: nn.Module | None = None,
+                 optimizer_g: Callable[..., Optimizer] | None = None,
+                 optimizer_d: Callable[..., Optimizer] | None = None,
+                 scheduler: Callable[..., Any] | None = None,
+                 weights: dict[str, float] | None = None, balance: Balancer | None = None,
+                 channels_last: bool = True, code_noise: float = 0.0, grid_images: int = 16,
+                 encoder_info: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.generator = generator
+        self.discriminator = discriminator
+        self.encoder = encoder
+        self.comparator = comparator
+        self.optimizer_g = optimizer_g or (lambda p: torch.optim.Adam(p, lr=2e-4))
+        self.optimizer_d = optimizer_d or (lambda p: torch.optim.Adam(p, lr=2e-4))
+        self.scheduler_factory = scheduler
+        self.weights = {k: float(v) for k, v in (weights or {"image": 1.0}).items()}
+        unknown = set(self.weights) - set(LOSS_TERMS)
+        if unknown:
+            raise DgnamError(f"unknown loss term(s) {', '.join(sorted(unknown))}; valid: {', '.join(LOSS_TERMS)}")
+        self.balance = balance or Balancer(enabled=False)
+        self.channels_last = channels_last
+        self.code_noise = float(code_noise)
+        self.grid_images = grid_images
+        self.encoder_info = encoder_info or (encoder.describe() if encoder is not None else {})
+        self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
+        self._fixed: dict[str, Tensor] | None = None
+        self.skipped_images = 0
+
+    # ----------------------------------------------------------------------------------- helpers
+    def _freeze(self) -> None:
+        """Keep E and C (and every module inside them) in eval mode, whatever the trainer did."""
+        for m in (self.encoder, self.comparator):
+            if m is not None:
+                m.eval()
+
+    def on_fit_start(self) -> None:
+        if self.channels_last and self.device.type == "cuda":
+            self.generator.to(memory_format=torch.channels_last)
+            if self.discriminator is not None:
+                self.discriminator.to(memory_format=torch.channels_last)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._freeze()
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._freeze()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._freeze()
+
+    @property
+    def adversarial(self) -> bool:
+        return self.discriminator is not None and self.weights.get("adversarial", 0.0) > 0
+
+    def _layout(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.is_cuda:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    @torch.no_grad()
+    def codes_and_feats(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """The batch's codes E(x) (B, D) and comparator features C(x), precomputed or computed now."""
+        x = batch["image"]
+        h = batch.get("code")
+        if h is None:
+            if self.encoder is None:
+                raise DgnamError("batch has no precomputed codes and no encoder was given")
+            h = self.encoder(x)
+        f = batch.get("feat")
+        if f is None and self.comparator is not None and self.weights.get("feature", 0) > 0:
+            f = self.comparator(x)
+        return h.float(), (f.float() if f is not None else None)
+
+    def loss_terms(self, x: Tensor, recon: Tensor, feats: Tensor | None, fake_logits: Tensor | None) -> dict[str, Tensor]:
+        """The G loss terms that have a nonzero weight."""
+        terms: dict[str, Tensor] = {}
+        if self.weights.get("image", 0) > 0:
+            terms["image"] = image_loss(recon, x)
+        if self.weights.get("feature", 0) > 0 and self.comparator is not None and feats is not None:
+            terms["feature"] = feature_loss(self.comparator(recon), feats)
+        if fake_logits is not None:
+            terms["adversarial"] = generator_adversarial_loss(fake_logits)
+        return terms
+
+    # ---------------------------------------------------------------------------------- training
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        opts = self.optimizers()
+        opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, list) else (opts, None)
+        x = self._layout(batch["image"])
+        h, f = self.codes_and_feats(batch)
+        if self.code_noise > 0:
+            h = h + self.code_noise * torch.randn_like(h)
+        self.skipped_images += int(batch.get("skipped", torch.zeros(())).sum())
+        logs: dict[str, Tensor | float] = {}
+
+        recon = self.generator(h)  # (B, 3, R, R)
+        train_g = True
+        d_real = d_fake = None
+        if self.adversarial and opt_d is not None:
+            # ---- D step
+            with self.toggled_optimizer(opt_d):
+                real_logits = self.discriminator(x, h)
+                fake_logits = self.discriminator(recon.detach(), h)
+                d_real, d_fake = discriminator_losses(real_logits, fake_logits)
+                if self.balance.train_d:
+                    self.manual_backward(d_real + d_fake)
+                    opt_d.step()
+                opt_d.zero_grad(set_to_none=True)
+            logs.update({"train/d_real": d_real.detach(), "train/d_fake": d_fake.detach(),
+                         "train/d_active": float(self.balance.train_d)})
+        # ---- G step
+        with self.toggled_optimizer(opt_g):
+            fake_logits = self.discriminator(recon, h) if self.adversarial else None
+            terms = self.loss_terms(x, recon, f, fake_logits)
+            total = weighted_sum(terms, self.weights)
+            if d_real is not None:
+                _, train_g = self.balance.update(float((d_real + d_fake).detach()), float(terms["adversarial"].detach()))
+            if train_g:
+                self.manual_backward(total)
+                opt_g.step()
+            opt_g.zero_grad(set_to_none=True)
+        logs["train/g_active"] = float(train_g)
+        for sch in self._schedulers():
+            sch.step()
+        self.iteration += 1
+        logs.update({f"train/{k}": v.detach() for k, v in terms.items()})
+        logs["train/total"] = total.detach()
+        logs["train/mse"] = mse(recon.detach(), x)
+        logs["lr"] = opt_g.param_groups[0]["lr"]
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        self.log("loss", total.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+
+    def _schedulers(self) -> list[Any]:
+        s = self.lr_schedulers()
+        if s is None:
+            return []
+        return s if isinstance(s, list) else [s]
+
+    # -------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        x = self._layout(batch["image"])
+        h, f = self.codes_and_feats(batch)
+        recon = self.generator(h)
+        out = recon.clamp(0, 1)
+        n = x.shape[0]
+        self.log("val/mse", mse(out, x), on_epoch=True, batch_size=n, prog_bar=True)
+        self.log("val/psnr", psnr(out, x), on_epoch=True, batch_size=n)
+        if self.comparator is not None and f is not None:
+            self.log("val/feature_mse", mse(self.comparator(out), f), on_epoch=True, batch_size=n)
+        if batch_idx == 0 and self._fixed is None:
+            k = min(self.grid_images, n)
+            self._fixed = {"image": batch["image"][:k].detach().cpu(), "code": h[:k].detach().cpu()}
+
+    @torch.no_grad()
+    def fixed_grid(self) -> Tensor | None:
+        """Originals beside reconstructions of the fixed validation batch, as one grid (3, H, W)."""
+        if self._fixed is None:
+            return None
+        from torchvision.utils import make_grid
+
+        x = self._fixed["image"]
+        was = self.generator.training
+        self.generator.eval()
+        recon = self.generator(self._fixed["code"].to(self.device)).float().clamp(0, 1).cpu()
+        self.generator.train(was)
+        pairs = torch.stack([x.float(), recon], 1).flatten(0, 1)  # (2k, 3, R, R): original, recon, ...
+        return make_grid(pairs, nrow=8, padding=2, pad_value=1.0)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        grid = self.fixed_grid()
+        if grid is None:
+            return
+        step = int(self.iteration)
+        for lg in self.loggers:
+            exp = getattr(lg, "experiment", None)
+            if hasattr(exp, "add_image"):
+                exp.add_image("val/originals_and_reconstructions", grid, step)
+        root = Path(self.trainer.default_root_dir) / "grids"
+        root.mkdir(parents=True, exist_ok=True)
+        from torchvision.utils import save_image
+
+        save_image(grid, root / f"epoch{self.current_epoch:03d}-it{step:07d}.png")
+
+    # -------------------------------------------------------------------------------- optimizers
+    def configure_optimizers(self) -> Any:
+        opt_g = self.optimizer_g(self.generator.parameters())
+        opts = [opt_g]
+        if self.discriminator is not None:
+            opts.append(self.optimizer_d(self.discriminator.parameters()))
+        if self.scheduler_factory is None:
+            return opts
+        return opts, [{"scheduler": self.scheduler_factory(o), "interval": "step"} for o in opts]
+
+    # ------------------------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        sd = checkpoint["state_dict"]
+        for k in [k for k in sd if k.startswith(("encoder.", "comparator."))]:
+            del sd[k]  # frozen, rebuilt from the config
+        checkpoint["dgnam_encoder"] = dict(self.encoder_info)
+        checkpoint["dgnam_balancer_train_d"] = self.balance.train_d
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        theirs = checkpoint.get("dgnam_encoder")
+        if theirs is not None and self.encoder_info and not same_encoder(theirs, self.encoder_info):
+            raise DgnamError(
+                f"checkpoint was made for encoder {theirs.get('arch')}/{theirs.get('weights_file')} layer "
+                f"{theirs.get('layer')!r} (pooling {theirs.get('pooling')}), but this run uses "
+                f"{self.encoder_info.get('arch')}/{self.encoder_info.get('weights_file')} layer "
+                f"{self.encoder_info.get('layer')!r} (pooling {self.encoder_info.get('pooling')})")
+        own = super().state_dict()
+        for k, v in own.items():
+            if k.startswith(("encoder.", "comparator.")):
+                checkpoint["state_dict"][k] = v
+        self.balance.train_d = bool(checkpoint.get("dgnam_balancer_train_d", True))

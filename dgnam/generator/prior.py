@@ -1,0 +1,92 @@
+"""The trained prior as one file: generator weights (fp16), its spec, the encoder it inverts and the
+code statistics. :func:`load_prior` is what DGN-AM uses."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dgnam.cli import atomic_write
+from dgnam.errors import DgnamError
+from dgnam.generator.arch import Generator
+
+FORMAT = "dgnam-generator-prior"
+VERSION = 1
+STAT_KEYS = ("code_mean", "code_std", "code_upper")
+
+
+def save_prior(path: str | os.PathLike, generator: Generator, encoder: dict[str, Any], stats: dict[str, Tensor],
+               extra: dict[str, Any] | None = None, half: bool = True) -> Path:
+    """Write the prior file (atomically). ``encoder`` is :meth:`Encoder.describe`; ``stats`` from
+    :func:`dgnam.generator.stats.code_statistics`; ``extra`` is free metadata (plain types)."""
+    missing = [k for k in STAT_KEYS if k not in stats]
+    if missing:
+        raise ValueError(f"code statistics lack {', '.join(missing)}")
+    sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().contiguous()
+          for k, v in generator.state_dict().items()}
+    blob = {
+        "format": FORMAT, "version": VERSION,
+        "spec": generator.spec, "code_dim": generator.code_dim, "resolution": generator.resolution,
+        "encoder": dict(encoder),
+        "state_dict": sd,
+        **{k: stats[k].detach().float().cpu() for k in STAT_KEYS},
+        "code_k": float(stats.get("code_k", torch.tensor(3.0))),
+        "extra": dict(extra or {}),
+    }
+    return atomic_write(path, lambda p: torch.save(blob, p))
+
+
+def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clamp: bool = True,
+               dtype: torch.dtype = torch.float32) -> tuple[Generator, dict[str, Any]]:
+    """Load a prior written by :func:`save_prior`.
+
+    Returns ``(generator, info)``: the generator is in eval mode with gradients off for its
+    parameters and maps codes (B, D) to images (B, 3, R, R); with ``clamp`` (default) its output is
+    clamped to [0, 1]. ``info`` holds ``encoder`` (arch, weights_file, layer, pooling, input_size,
+    mean, std), ``code_dim``, ``resolution``, ``code_mean``, ``code_std``, ``code_upper`` (float32
+    tensors (D,) on ``device``), ``code_k``, ``spec`` and ``extra``.
+
+    Raises :class:`DgnamError` for a missing, unreadable or incomplete file.
+    """
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise DgnamError(f"generator prior not found: {p}")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DgnamError(f"cannot read generator prior {p}: {str(e).splitlines()[0][:160]}") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise DgnamError(f"{p} is not a dgnam generator prior (no format tag {FORMAT!r})")
+    need = ("spec", "code_dim", "resolution", "encoder", "state_dict", *STAT_KEYS)
+    missing = [k for k in need if k not in blob]
+    if missing:
+        what = "code statistics" if set(missing) & set(STAT_KEYS) else "keys"
+        raise DgnamError(f"generator prior {p} lacks {what}: {', '.join(missing)}")
+    d = int(blob["code_dim"])
+    for k in STAT_KEYS:
+        t = blob[k]
+        if not isinstance(t, Tensor) or tuple(t.shape) != (d,):
+            raise DgnamError(f"generator prior {p}: {k} has shape {tuple(getattr(t, 'shape', ()))}, expected ({d},)")
+    try:
+        g = Generator(d, blob["spec"], clamp=clamp)
+    except Exception as e:
+        raise DgnamError(f"generator prior {p}: bad spec ({str(e).splitlines()[0][:120]})") from None
+    own = g.state_dict()
+    sd = blob["state_dict"]
+    bad = [k for k in own if k not in sd or tuple(sd[k].shape) != tuple(own[k].shape)]
+    extra = [k for k in sd if k not in own]
+    if bad or extra:
+        raise DgnamError(f"generator prior {p}: weights do not fit its spec ({len(bad)} missing or mis-shaped, "
+                         f"{len(extra)} unexpected; first: {(bad + extra)[0]!r})")
+    g.load_state_dict({k: v.float() for k, v in sd.items()})
+    g = g.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    info = {
+        "encoder": dict(blob["encoder"]), "code_dim": d, "resolution": int(blob["resolution"]),
+        **{k: blob[k].float().to(device) for k in STAT_KEYS},
+        "code_k": float(blob.get("code_k", 3.0)), "spec": blob["spec"], "extra": blob.get("extra", {}),
+    }
+    return g, info

@@ -1,0 +1,195 @@
+"""``run(cfg)``: build every part from a composed config, train, compute code statistics, export.
+
+Called by ``train_generator.py`` (under Hydra) and directly by tests."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from dgnam.cli import run_dir
+from dgnam.errors import DgnamError
+from dgnam.generator.arch import Discriminator, Generator, generator_spec
+from dgnam.generator.encoder import Comparator, Encoder
+from dgnam.generator.losses import Balancer
+from dgnam.generator.module import GeneratorModule
+from dgnam.generator.prior import save_prior
+from dgnam.generator.stats import CodeStats
+from dgnam.models import pick_device
+
+log = logging.getLogger(__name__)
+
+
+def _plain(x: Any) -> Any:
+    return OmegaConf.to_container(x, resolve=True) if isinstance(x, DictConfig) or OmegaConf.is_list(x) else x
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, re-raising a :class:`DgnamError` from the target as it is."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, DgnamError):
+            cause = cause.__cause__
+        if isinstance(cause, DgnamError):
+            raise cause from None
+        raise
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
+    """Encoder, comparator, generator, discriminator and the module, from ``cfg``."""
+    ecfg = cfg.encoder
+    target = build(ecfg.target, device=device)
+    weights = ecfg.target.get("weights_file") or ecfg.target.get("weights")
+    encoder = Encoder(target, ecfg.code_layer, ecfg.get("pooling", "none"), ecfg.get("input_size"), weights)
+    res = int(cfg.resolution)
+    spec = generator_spec(_plain(cfg.generator.spec), res, _plain(cfg.generator.get("fc")),
+                          float(cfg.generator.get("width", 1.0)), cfg.generator.get("start_channels"))
+    w = {k: float(v) for k, v in _plain(cfg.loss.weights).items()}
+    comparator = None
+    if w.get("feature", 0) > 0:
+        comparator = Comparator(target, ecfg.comparator_layer, ecfg.get("comparator_input_size") or res)
+        comparator.target.layer_shape(ecfg.comparator_layer, comparator.input_size)  # fails early if too small
+    code_dim = encoder.code_dim
+    generator = Generator(code_dim, spec)
+    discriminator = None
+    if w.get("adversarial", 0) > 0:
+        discriminator = Discriminator(code_dim if cfg.discriminator.get("sees_code", True) else 0,
+                                      _plain(cfg.discriminator.spec))
+    balance = build(cfg.loss.balance) if cfg.loss.get("balance") else Balancer(enabled=False)
+    module = GeneratorModule(
+        generator, encoder, comparator, discriminator,
+        optimizer_g=build(cfg.optimizer_g), optimizer_d=build(cfg.optimizer_d),
+        scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
+        weights=w, balance=balance, channels_last=bool(cfg.get("channels_last", True)),
+        code_noise=float(cfg.get("code_noise", 0.0)), grid_images=int(cfg.get("grid_images", 16)),
+    )
+    return {"target": target, "encoder": encoder, "comparator": comparator, "generator": generator,
+            "discriminator": discriminator, "module": module, "spec": spec}
+
+
+@torch.no_grad()
+def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | None,
+                       device: torch.device) -> dict[str, torch.Tensor]:
+    """Per-unit code statistics over the training images (every cached view, or E on real images)."""
+    from dgnam.data import CachedCodes
+
+    st = CodeStats()
+    ds = dm.train_set
+    if isinstance(ds, CachedCodes):
+        codes = ds.codes[: max_images or None].float()
+        st.update(codes)
+    else:
+        loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False,
+                                             num_workers=dm.num_workers, collate_fn=_collate())
+        seen = 0
+        for b in loader:
+            if b["image"].shape[0] == 0:
+                continue
+            st.update(encoder(b["image"].to(device)))
+            seen += b["image"].shape[0]
+            if max_images and seen >= max_images:
+                break
+    return st.result(k)
+
+
+def _collate():
+    from dgnam.data import collate
+
+    return collate
+
+
+def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train a generator prior as ``cfg`` says; returns paths and final metrics.
+
+    Returns ``{"run_dir", "prior", "best_ckpt", "last_ckpt", "val_mse", "iterations",
+    "global_step", "skipped_images", "code_dim", "resolution"}``."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    out = Path(out_dir) if out_dir is not None else run_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
+    seed_everything(int(cfg.seed))
+    device = pick_device(cfg.get("device", "auto"))
+    res = int(cfg.resolution)
+
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(os.path.expanduser(str(ckpt_path))).is_file():
+        raise DgnamError(f"checkpoint not found: {ckpt_path}")
+
+    dm = build(cfg.data, resolution=res)
+    parts = build_parts(cfg, device)
+    module: GeneratorModule = parts["module"]
+    dm.attach(parts["encoder"], parts["comparator"], device)
+
+    tcfg = dict(_plain(cfg.trainer))
+    precision = tcfg.pop("precision", "auto")
+    if precision == "auto":
+        precision = "bf16-mixed" if device.type == "cuda" else "32-true"
+    every_min = tcfg.pop("checkpoint_every_minutes", None)
+    progress = tcfg.pop("progress_bar_refresh", 10)
+    ckpt_dir = out / "checkpoints"
+    last_cb = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False,
+                              train_time_interval=_dt.timedelta(minutes=float(every_min)) if every_min else None)
+    callbacks: list[Any] = [last_cb]
+    best_cb = None
+    if dm.val_src is not None:
+        best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}-{step:07d}", monitor="val/mse",
+                                  mode="min", save_top_k=1, save_last=False, enable_version_counter=False)
+        callbacks.append(best_cb)
+    if tcfg.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(refresh_rate=int(progress)))
+    loggers = [TensorBoardLogger(str(out), name="tb", version="", default_hp_metric=False),
+               CSVLogger(str(out), name="csv", version="")]
+    if cfg.generator.get("standardize_input", True) and not ckpt_path:
+        dm.setup("fit")
+        st = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
+                                device)
+        parts["generator"].set_input_stats(st["code_mean"], st["code_std"])
+    trainer = L.Trainer(**tcfg, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
+                        precision=precision, default_root_dir=str(out), logger=loggers, callbacks=callbacks)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+
+    # the prior: best weights by validation reconstruction when there are any, else the last
+    best = best_cb.best_model_path if best_cb is not None and best_cb.best_model_path else None
+    if best and cfg.export.get("use_best", True):
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        parts["generator"].load_state_dict({k[len("generator."):]: v for k, v in state.items()
+                                            if k.startswith("generator.")})
+    stats = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
+                               device)
+    val_mse = trainer.callback_metrics.get("val/mse")
+    prior_path = Path(cfg.export.path) if cfg.export.get("path") else out / "prior.pt"
+    best_score = best_cb.best_model_score if best_cb is not None else None
+    extra = {"config": _plain(cfg), "val_mse": float(val_mse) if val_mse is not None else None,
+             "best_val_mse": float(best_score) if best_score is not None else None,
+             "iterations": int(module.iteration), "checkpoint": best or last_cb.last_model_path}
+    save_prior(prior_path, parts["generator"].cpu().float(), parts["encoder"].describe(), stats, extra=extra,
+               half=bool(cfg.export.get("half", True)))
+    log.info("wrote %s", prior_path)
+    return {"run_dir": str(out), "prior": str(prior_path), "best_ckpt": best,
+            "last_ckpt": last_cb.last_model_path or None,
+            "val_mse": float(val_mse) if val_mse is not None else None, "iterations": int(module.iteration),
+            "global_step": int(trainer.global_step), "skipped_images": int(module.skipped_images),
+            "code_dim": parts["encoder"].code_dim, "resolution": res}
