@@ -28,6 +28,7 @@ from dgnam.loop import optimize
 from dgnam.models import INPUT, Target, pick_device
 from dgnam.params import PixelParam
 from dgnam.units import Unit, objective_for, select_units
+from dgnam.views import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +142,6 @@ def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int) -> Tens
     return one.expand(batch, -1, -1, -1).contiguous()
 
 
-def _positive(cfg: DictConfig, key: str) -> int:
-    val = OmegaConf.select(cfg, key)
-    try:
-        ival = int(val)
-    except (TypeError, ValueError):
-        raise DgnamError(f"{key}={val!r} must be a positive integer") from None
-    if ival <= 0 or ival != float(val):
-        raise DgnamError(f"{key}={val!r} must be a positive integer")
-    return ival
-
-
 def build_target_from_cfg(cfg: DictConfig, device: torch.device) -> Target:
     """Instantiate ``cfg.model`` (a ``dgnam.models.build_target`` leaf) on ``device``."""
     try:
@@ -174,9 +164,9 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
     """
     out = Path(out_dir)
     device = pick_device(cfg.get("device", "auto"))
-    steps = _positive(cfg, "steps")
-    batch_size = _positive(cfg, "batch_size")
-    size = _positive(cfg, "image_size")
+    steps = positive_int(cfg, "steps")
+    batch_size = positive_int(cfg, "batch_size")
+    size = positive_int(cfg, "image_size")
     n_oct = int(OmegaConf.select(cfg, "octaves.n", default=1))
     sizes = octave_sizes(size, n_oct, float(OmegaConf.select(cfg, "octaves.scale", default=1.2)))
     priors = check_priors(OmegaConf.to_container(cfg.get("priors") or {}, resolve=True))
