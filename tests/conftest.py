@@ -42,6 +42,16 @@ def tiny_target() -> Target:
                   aliases=aliases, categories=[f"class{i}" for i in range(10)])
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module on one torch thread: small tensors are fastest so, and a busy machine is not
+    oversubscribed. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def needs_shared(path: Path) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not path.exists(), reason=f"shared asset {path} not found (set DGNAM_SHARED)")
 

@@ -25,13 +25,7 @@ sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors run fastest on one thread (and a busy machine is not oversubscribed)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SMALL = ["model=alexnet", "model.weights=null", "steps=2", "image_size=64", "output.progress=false"]
 
