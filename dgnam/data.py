@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class ParquetImages(Dataset):
             try:
                 meta = pq.ParquetFile(f)
             except Exception as e:
-                raise DgnamError(f"cannot read parquet file {f}: {str(e).splitlines()[0][:120]}") from None
+                raise DgnamError(f"cannot read parquet file {f}: {first_line(e, 120)}") from None
             names = meta.schema_arrow.names
             if image_column not in names:
                 raise DgnamError(f"parquet file {f} has no column {image_column!r}; columns: {', '.join(names)}")

@@ -22,3 +22,10 @@ def choices(values: Iterable[object], limit: int = 40) -> str:
         tail = ", ".join(vals[-limit // 4 :])
         return f"{head}, ... ({len(vals) - limit // 2 - limit // 4} more) ..., {tail}"
     return ", ".join(vals)
+
+
+def first_line(e: object, limit: int = 160) -> str:
+    """The first line of an exception's message (its type name if empty), cut to ``limit``
+    characters: for one-line errors that quote what a library said."""
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:limit]

@@ -20,7 +20,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from dgnam.cli import atomic_write
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 
 
 def load_image(path: str | os.PathLike, size: int | None = None) -> Tensor:
@@ -38,7 +38,7 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Tensor:
                 im = Image.alpha_composite(bg, rgba)
             im = im.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise DgnamError(f"cannot read image {p}: {str(e).splitlines()[0][:120]}") from None
+        raise DgnamError(f"cannot read image {p}: {first_line(e, 120)}") from None
     x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
     if size is not None:
         x = resize_crop(x, size)
@@ -46,13 +46,16 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Tensor:
 
 
 def resize_crop(x: Tensor, size: int) -> Tensor:
-    """(3, H, W) -> (3, size, size): shorter side to ``size`` (antialiased), then centre crop."""
+    """(3, H, W) or (B, 3, H, W) -> side ``size``: shorter side to ``size`` (antialiased), then
+    centre crop, clamped to [0, 1]."""
     h, w = x.shape[-2:]
     s = size / min(h, w)
     nh, nw = max(size, round(h * s)), max(size, round(w * s))
-    x = F.interpolate(x[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)[0]
+    batch = x if x.dim() == 4 else x[None]
+    batch = F.interpolate(batch, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
     top, left = (nh - size) // 2, (nw - size) // 2
-    return x[:, top : top + size, left : left + size].clamp(0, 1)
+    out = batch[..., top : top + size, left : left + size].clamp(0, 1)
+    return out if x.dim() == 4 else out[0]
 
 
 def to_pil(image: Tensor) -> Image.Image:

@@ -27,20 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
+from dgnam.io import resize_crop
 
 KINDS = ("pt2", "torchvision")
 SPEC_KEYS = ("kind", "path", "name", "input_size", "arch", "weights_file", "weights", "mean", "std",
              "batch_size")
 NUM_CLASSES = 1000
-
-
-def _first_line(e: BaseException, limit: int = 160) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:limit]
 
 
 class Judge:
@@ -72,14 +67,9 @@ class Judge:
     def resize(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) -> (B, 3, S, S): shorter side to S (antialiased), then centre crop."""
         s = self.input_size
-        h, w = images.shape[-2:]
-        if (h, w) == (s, s):
+        if tuple(images.shape[-2:]) == (s, s):
             return images
-        k = s / min(h, w)
-        nh, nw = max(s, round(h * k)), max(s, round(w * k))
-        x = F.interpolate(images, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-        top, left = (nh - s) // 2, (nw - s) // 2
-        return x[..., top : top + s, left : left + s].clamp(0, 1)
+        return resize_crop(images, s)
 
     @torch.no_grad()
     def __call__(self, images01: Tensor) -> Tensor:
@@ -110,7 +100,7 @@ def _load_pt2(path: Path, name: str, input_size: int, batch_size: int) -> Judge:
     try:
         model = torch.export.load(str(path)).module()
     except Exception as e:  # not a zip, truncated, another format ...
-        raise DgnamError(f"cannot read judge file {path} as a torch.export program: {_first_line(e)}") from None
+        raise DgnamError(f"cannot read judge file {path} as a torch.export program: {first_line(e)}") from None
     finally:
         quiet.setLevel(level)
     judge = Judge(model, name, input_size, source=str(path), batch_size=batch_size)
@@ -126,7 +116,7 @@ def _load_pt2(path: Path, name: str, input_size: int, batch_size: int) -> Judge:
                 raise
             except Exception:
                 raise DgnamError(f"judge file {path} does not run on a (B, 3, {input_size}, {input_size}) "
-                                 f"image in [0, 1]: {_first_line(e2)}; set its input_size") from None
+                                 f"image in [0, 1]: {first_line(e2)}; set its input_size") from None
             judge.batch_size = 1
     return judge
 
@@ -160,7 +150,7 @@ def _load_torchvision(spec: Mapping[str, Any], name: str, input_size: int, batch
             raise
         except Exception as e:
             raise DgnamError(f"judge {name} ({arch}) does not run on a {input_size} x {input_size} image: "
-                             f"{_first_line(e)}") from None
+                             f"{first_line(e)}") from None
     return judge
 
 

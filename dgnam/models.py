@@ -21,7 +21,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-from dgnam.errors import DgnamError, choices
+from dgnam.errors import DgnamError, choices, first_line
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class Target(nn.Module):
                 self._shapes[key] = tuple(self(x, [layer])[layer].shape[1:])
             except RuntimeError as e:
                 raise DgnamError(f"layer {layer} of {self.name} cannot be computed for a {size} x {size} image "
-                                 f"({str(e).splitlines()[0][:100]}); use a larger image_size") from None
+                                 f"({first_line(e, 100)}); use a larger image_size") from None
         return self._shapes[key]
 
     def class_index(self, name: str | int) -> int:
@@ -236,7 +236,7 @@ def _download(enum, timeout: float) -> None:
     try:
         torch.hub.download_url_to_file(enum.url, str(dst), progress=True)
     except Exception as e:  # no network, DNS failure, HTTP error, timeout ...
-        reason = str(getattr(e, "reason", e)).splitlines()[0][:120]
+        reason = first_line(getattr(e, "reason", e), 120)
         raise DgnamError(
             f"cannot download {type(enum).__name__}.{enum.name} from {enum.url} ({reason}); "
             f"put that file at {dst}, or give a local state_dict with "
@@ -285,7 +285,7 @@ def build_target(
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise DgnamError(f"cannot read weights file {path}: {str(e).splitlines()[0][:160]}") from None
+            raise DgnamError(f"cannot read weights file {path}: {first_line(e, 160)}") from None
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict):

@@ -43,7 +43,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 from dgnam import objectives as O
 from dgnam.am import build_priors, build_target_from_cfg, check_priors, make_init
 from dgnam.cli import atomic_write
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 from dgnam.io import labelled_grid, save_png, to_pil, write_results
 from dgnam.loop import optimize
 from dgnam.models import INPUT, Target, pick_device
@@ -261,7 +261,7 @@ def module_field(mod: nn.Module, f_in: Field, args: tuple, out: Any) -> Field | 
             gm = fx.symbolic_trace(mod)
         except Exception as e:  # not traceable: fall back to the shape rule
             log.warning("cannot trace %s (%s); its receptive field is estimated from shapes",
-                        type(mod).__name__, str(e).splitlines()[0][:80])
+                        type(mod).__name__, first_line(e, 80))
         else:
             fields = [f_in if isinstance(a, Tensor) else NONE for a in args]
             walker = _FieldWalker(gm, fields)

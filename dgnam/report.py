@@ -41,7 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from dgnam.cli import atomic_write
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 from dgnam.io import labelled_grid, load_image, save_png, write_results
 from dgnam.judges import Judge, load_judge
 
@@ -149,7 +149,7 @@ def gather_rows(runs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         try:
             data = json.loads(res_file.read_text())
         except (OSError, ValueError) as e:
-            raise DgnamError(f"cannot read {res_file}: {str(e).splitlines()[0][:120]}") from None
+            raise DgnamError(f"cannot read {res_file}: {first_line(e, 120)}") from None
         if not isinstance(data, list):
             raise DgnamError(f"{res_file} holds a {type(data).__name__}, not a list of result rows")
         model = _run_model(d)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from dgnam.cli import atomic_write
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 from dgnam.generator.arch import Generator
 
 FORMAT = "dgnam-generator-prior"
@@ -58,7 +58,7 @@ def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clam
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DgnamError(f"cannot read generator prior {p}: {str(e).splitlines()[0][:160]}") from None
+        raise DgnamError(f"cannot read generator prior {p}: {first_line(e, 160)}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise DgnamError(f"{p} is not a dgnam generator prior (no format tag {FORMAT!r})")
     need = ("spec", "code_dim", "resolution", "encoder", "state_dict", *STAT_KEYS)
@@ -74,7 +74,7 @@ def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clam
     try:
         g = Generator(d, blob["spec"], clamp=clamp)
     except Exception as e:
-        raise DgnamError(f"generator prior {p}: bad spec ({str(e).splitlines()[0][:120]})") from None
+        raise DgnamError(f"generator prior {p}: bad spec ({first_line(e, 120)})") from None
     own = g.state_dict()
     sd = blob["state_dict"]
     bad = [k for k in own if k not in sd or tuple(sd[k].shape) != tuple(own[k].shape)]
