@@ -53,7 +53,10 @@ class GeneratorParam(ImageParam):
         decay: multiplicative code decay per step (recipe: 0.01, i.e. ``h *= 0.99``).
         clamp_k: upper bound ``mean + k * std`` per code unit (recipe: 3); None: no clamp.
         l2: weight of the explicit penalty ``l2 * ||h||^2`` subtracted from the objective.
-        encoder: ``images -> codes`` for ``noise=False`` (built from the prior's encoder if None).
+        encoder: ``images -> codes`` for ``noise=False``; if None it is rebuilt from the prior's
+            description (:func:`dgnam.generator.prior_encoder`), with ``encoder_weights`` or the
+            weights file of that name beside the prior or in the shared models folder.
+        encoder_weights: E's weights file for ``noise=False`` (None: found by name, see above).
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class GeneratorParam(ImageParam):
         l2: float = 0.0,
         init_sd: float = 1.0,
         encoder: nn.Module | None = None,
+        encoder_weights: str | None = None,
     ) -> None:
         super().__init__()
         if prior is not None:
@@ -79,6 +83,8 @@ class GeneratorParam(ImageParam):
             gen, info = _load(str(prior), "cpu")
             code_mean, code_std = info["code_mean"], info["code_std"]
             self.info = info
+        else:
+            info = None
         if gen is None:
             raise DgnamError("GeneratorParam needs a generator: param.prior=<file>")
         self.gen = gen
@@ -90,9 +96,15 @@ class GeneratorParam(ImageParam):
             code = one.expand(batch, -1).contiguous()
         else:
             if encoder is None:
-                raise DgnamError("starting DGN-AM from an image needs the prior's encoder")
+                if info is None:
+                    raise DgnamError("starting DGN-AM from an image needs the prior's encoder")
+                from dgnam.generator.prior import prior_encoder
+
+                encoder = prior_encoder(info, encoder_weights, prior, device=init.device)
             with torch.no_grad():
                 code = encoder(init.float()).reshape(batch, -1).float().cpu()
+            if code.shape[1] != dim:
+                raise DgnamError(f"the encoder gives {code.shape[1]}-d codes but the generator takes {dim}-d codes")
         self.code = nn.Parameter(code)
         self.decay, self.l2 = float(decay), float(l2)
         upper = None

@@ -56,8 +56,8 @@ def test_clamp_and_decay_hold_after_every_step(tiny_target):
     def check(param, step):
         seen.append((float(param.code.detach().min()), float(param.code.detach().max())))
 
-    res = optimize(p, tiny_target, O.channel("conv2", [1, 2]), steps=10, optimizer=SGD8, grad_norm="l1",
-                   transforms=Resize(32), post_steps=[*p.post_steps(), check])
+    optimize(p, tiny_target, O.channel("conv2", [1, 2]), steps=10, optimizer=SGD8, grad_norm="l1",
+               transforms=Resize(32), post_steps=[*p.post_steps(), check])
     assert len(seen) == 10
     assert all(lo >= 0 and hi <= upper + 1e-6 for lo, hi in seen)
     # the decay acts before the clamp: with a zero gradient the code shrinks by 0.99 a step
@@ -119,3 +119,43 @@ def test_missing_prior_and_statistics_are_clear_errors(tmp_path):
         GeneratorParam(torch.zeros(1, 3, 8, 8), prior=str(tmp_path / "nope.pt"))
     with pytest.raises(DgnamError, match="statistics"):
         GeneratorParam(torch.zeros(1, 3, 8, 8), gen=TinyGen(), code_mean=None, code_std=None, clamp_k=3.0)
+
+
+def test_start_from_an_image_encodes_it_with_the_priors_encoder(tmp_path):
+    """init.kind=image: h0 = E(image), E rebuilt from the prior's description and a weights file."""
+    import torchvision
+
+    from dgnam.generator import (
+        Encoder,
+        Generator,
+        code_statistics,
+        generator_spec,
+        save_prior,
+    )
+    from dgnam.models import build_target
+
+    torch.manual_seed(0)
+    weights = tmp_path / "enc.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), weights)
+    enc = Encoder(build_target("mobilenet_v2", weights_file=str(weights), mean=[0.5] * 3, std=[0.5] * 3),
+                  "flatten", input_size=32, weights=str(weights))
+    g = Generator(1280, generator_spec(resolution=64, fc=[16], width=1 / 32))
+    prior = save_prior(tmp_path / "p.pt", g, enc.describe(), code_statistics([torch.rand(4, 1280)]))
+    img = torch.rand(2, 3, 40, 40)
+    p = GeneratorParam(img, noise=False, prior=str(prior), clamp_k=None)  # weights found beside the prior
+    with torch.no_grad():
+        want = enc(img)
+    scale = want.abs().max()  # a random network's pooled features are tiny: compare relative to them
+    assert p.code.shape == (2, 1280) and scale > 0
+    assert (p.code.detach() - want).abs().max() <= 1e-4 * scale
+    assert (p.code[0] - p.code[1]).abs().max() > 1e-2 * scale  # each item its own image
+    # the weights given explicitly, from elsewhere
+    moved = tmp_path / "elsewhere" / "other.pth"
+    moved.parent.mkdir()
+    weights.rename(moved)
+    q = GeneratorParam(img, noise=False, prior=str(prior), clamp_k=None, encoder_weights=str(moved))
+    assert (q.code.detach() - want).abs().max() <= 1e-4 * scale
+    with pytest.raises(DgnamError, match="enc.pth were not found"):
+        GeneratorParam(img, noise=False, prior=str(prior))
+    with pytest.raises(DgnamError, match="encoder weights file not found"):
+        GeneratorParam(img, noise=False, prior=str(prior), encoder_weights=str(tmp_path / "nope.pth"))

@@ -90,3 +90,36 @@ def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clam
         "code_k": float(blob.get("code_k", 3.0)), "spec": blob["spec"], "extra": blob.get("extra", {}),
     }
     return g, info
+
+
+def prior_encoder(info: dict[str, Any], weights_file: str | os.PathLike | None = None,
+                  prior_path: str | os.PathLike | None = None, device: str | torch.device = "cpu"):
+    """Rebuild the encoder E a prior was trained on (``info`` from :func:`load_prior`).
+
+    The prior stores E's architecture, layer, pooling, input size, normalization and the *name* of
+    its weights file. The file is ``weights_file`` when given, else the first of
+    ``<prior's folder>/<name>`` and ``<shared>/models/<name>`` that exists.
+    """
+    from dgnam import _shared_dir
+    from dgnam.generator.encoder import Encoder
+    from dgnam.models import build_target
+
+    e = info.get("encoder") or {}
+    if not e.get("arch") or not e.get("layer"):
+        raise DgnamError("the generator prior does not describe its encoder (arch and layer)")
+    name = e.get("weights_file")
+    if weights_file is not None:
+        wf = Path(weights_file)
+        if not wf.is_file():
+            raise DgnamError(f"encoder weights file not found: {wf}")
+    elif name:
+        places = ([Path(prior_path).resolve().parent / name] if prior_path else []) + \
+                 [Path(_shared_dir()) / "models" / name]
+        wf = next((p for p in places if p.is_file()), None)
+        if wf is None:
+            raise DgnamError(f"the prior's encoder weights {name} were not found (looked in "
+                             f"{', '.join(str(p.parent) for p in places)}); give param.encoder_weights=<file>")
+    else:
+        raise DgnamError("the prior's encoder was trained with random weights; it cannot be rebuilt")
+    target = build_target(e["arch"], weights_file=str(wf), mean=e.get("mean"), std=e.get("std"), device=device)
+    return Encoder(target, e["layer"], e.get("pooling", "none"), e.get("input_size"), str(wf))

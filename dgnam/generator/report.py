@@ -16,7 +16,6 @@ import argparse
 import csv
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from torch import Tensor
 
 from dgnam.data import ImageDataset, open_source
 from dgnam.generator.encoder import Comparator, Encoder, resize_to
-from dgnam.generator.prior import load_prior
+from dgnam.generator.prior import load_prior, prior_encoder
 
 
 def _psnr(mse_per_item: Tensor) -> float:
@@ -165,8 +164,6 @@ def plot_curves(metrics_csv: str | Path, path: str | Path) -> None:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from torchvision.utils import save_image
 
-    from dgnam.models import build_target
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prior", required=True)
     ap.add_argument("--val", required=True, help="validation photos: Parquet glob or image folder")
@@ -184,11 +181,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     g, info = load_prior(a.prior)
-    e = info["encoder"]
-    shared = Path(os.environ.get("DGNAM_SHARED", Path(__file__).resolve().parents[3] / "shared"))
-    wf = a.weights_file or str(shared / "models" / e["weights_file"])
-    target = build_target(e["arch"], weights_file=wf, mean=e.get("mean"), std=e.get("std"))
-    enc = Encoder(target, e["layer"], e.get("pooling", "none"), e.get("input_size"), wf)
+    enc = prior_encoder(info, a.weights_file, a.prior)
+    target = enc.target
     cfg = info["extra"].get("config", {})
     comp_layer = a.comparator or cfg.get("encoder", {}).get("comparator_layer")
     comp_size = cfg.get("encoder", {}).get("comparator_input_size") or info["resolution"]
