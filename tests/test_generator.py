@@ -424,3 +424,33 @@ def test_shipped_prior_loads():
     out = g(info["code_mean"][None])
     assert out.shape == (1, 3, 64, 64) and 0 <= out.min() and out.max() <= 1
     assert path.stat().st_size < 50e6
+
+
+def test_judge_scores_of_reconstructions():
+    """The generator report's independent-judge accuracy: perfect for a perfect G, chance-like for a bad one."""
+    from dgnam.generator.report import judge_scores
+
+    levels = torch.tensor([0.1, 0.4, 0.7, 0.95])
+    photos = levels[:, None, None, None].expand(4, 3, 16, 16).clone()
+    labels = torch.arange(4)
+
+    def judge(x):  # the class is the nearest brightness level
+        return -(x.mean((1, 2, 3))[:, None] - levels[None]).abs()
+
+    def encoder(x):
+        return x.mean((1, 2, 3))[:, None]
+
+    class Perfect(torch.nn.Module):
+        resolution = 8
+
+        def forward(self, h):
+            return h[:, :, None, None].expand(-1, 3, 8, 8)
+
+    class Black(Perfect):
+        def forward(self, h):
+            return torch.zeros(h.shape[0], 3, 8, 8)
+
+    good = judge_scores(judge, Perfect(), encoder, photos, labels, batch_size=3)
+    assert good == {"judge_top1_photo": 1.0, "judge_top1_downsampled_photo": 1.0, "judge_top1_recon": 1.0}
+    bad = judge_scores(judge, Black(), encoder, photos, labels)
+    assert bad["judge_top1_recon"] == 0.25 and bad["judge_top1_photo"] == 1.0

@@ -98,6 +98,21 @@ def evaluate(generator: torch.nn.Module, encoder: Encoder, comparator: Comparato
     return res_d
 
 
+@torch.no_grad()
+def judge_scores(judge: Any, generator: torch.nn.Module, encoder: Encoder, photos: Tensor, labels: Tensor,
+                 batch_size: int = 50) -> dict[str, float]:
+    """An independent classifier's top-1 accuracy against the true labels on the photos, on the photos
+    resized to G's resolution (the best a G of that resolution can do) and on G(E(x))."""
+    res = generator.resolution
+    hits = {"photo": [], "downsampled_photo": [], "recon": []}
+    for i in range(0, photos.shape[0], batch_size):
+        x, y = photos[i: i + batch_size], labels[i: i + batch_size]
+        g = generator(encoder(x)).float().clamp(0, 1)
+        for key, imgs in (("photo", x), ("downsampled_photo", resize_to(x, res)), ("recon", g)):
+            hits[key].append(judge(imgs).argmax(1) == y)
+    return {f"judge_top1_{k}": float(torch.cat(v).float().mean()) for k, v in hits.items()}
+
+
 def comparator_numel(comparator: Comparator, res: int) -> int:
     return math.prod(comparator.target.layer_shape(comparator.layer, comparator.input_size or res))
 
@@ -176,6 +191,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", default="docs/img")
     ap.add_argument("--prefix", default="generator_")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--judge", help="an independent classifier (.pt2, RGB in [0, 1], 1000 logits): its top-1 "
+                    "accuracy on the photos and on the reconstructions")
+    ap.add_argument("--judge-size", type=int, default=160, help="the judge's input side")
     ap.add_argument("--photo-preds", help="cache file for the photos' own top-1 classes (computed once)")
     ap.add_argument("--only-photo-preds", action="store_true", help="compute the photo predictions and stop")
     a = ap.parse_args(argv)
@@ -200,6 +218,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if a.only_photo_preds:
             return {}
     res = evaluate(g, enc, comp, photos, labels, mean_image, photo_preds=preds)
+    if a.judge:
+        from dgnam.judges import load_judge
+
+        res.update(judge_scores(load_judge({"kind": "pt2", "path": a.judge, "input_size": a.judge_size}),
+                                g, enc, photos, labels))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     save_image(sample_grid(g, enc, photos[:: max(1, len(photos) // 32)][:32]), out / f"{a.prefix}samples.png")
