@@ -221,7 +221,10 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
             if device.type == "cuda":
                 torch.cuda.synchronize()
             secs = time.perf_counter() - t0
-            final = evaluate(target, res.images.to(device), chunk)
+            seen = res.images.to(device)  # score what the target saw (e.g. G's output resized)
+            if cfg.get("input_resize"):
+                seen = T.Resize(int(cfg.input_resize))(seen)
+            final = evaluate(target, seen, chunk)
             for i, u in enumerate(chunk):
                 row = {"method": cfg.get("method_name", "pixel"), "seed": seed, "layer": layer,
                        "unit": u.index, "label": u.label, "kind": u.kind,

@@ -258,3 +258,45 @@ def test_atomic_write_gives_usual_permissions(tmp_path):
     with pytest.raises(RuntimeError):
         atomic_write(tmp_path / "y.txt", lambda tmp: (_ for _ in ()).throw(RuntimeError("boom")))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # nothing half-written left
+
+
+def test_dgnam_results_score_the_image_the_target_saw(compose, tmp_path):
+    """G makes small images that the target sees resized (input_resize): results.json must hold the
+    target's activation on the resized image, not on G's raw output."""
+    from torch import nn
+
+    from dgnam.am import build_target_from_cfg, run_am
+    from dgnam.dgn import GeneratorParam
+    from dgnam.transforms import Resize
+
+    class Gen32(nn.Module):  # code (B, 8) -> (B, 3, 32, 32)
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc = nn.Linear(8, 3 * 8 * 8)
+
+        def forward(self, h):
+            return torch.sigmoid(nn.functional.interpolate(self.fc(h).view(-1, 3, 8, 8), size=32))
+
+    gen = Gen32().requires_grad_(False)
+
+    def factory(init, noise, generator):
+        return GeneratorParam(init, noise=noise, generator=generator, gen=gen,
+                              code_mean=torch.full((8,), 0.5), code_std=torch.full((8,), 0.2))
+
+    import torchvision
+
+    weights = tmp_path / "mnv2.pth"  # fixed random weights, so that the target can be rebuilt
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), weights)
+    cfg = compose(["method=dgnam", "model=torchvision", "model.arch=mobilenet_v2", f"model.weights_file={weights}",
+                   *SMALL, "layers=logits", "units=[1,2]", "input_resize=96"])
+    out = run_am(cfg, tmp_path / "run", param_factory=factory)
+    images = out["images"]["logits"]
+    assert images.shape == (2, 3, 32, 32)  # G's own output is what is saved
+    target = build_target_from_cfg(cfg, torch.device("cpu"))
+    with torch.no_grad():
+        seen = target(Resize(96)(images), ["logits"])["logits"]
+        raw = target(images, ["logits"])["logits"]
+    for i, row in enumerate(out["results"]):
+        assert row["activation"] == pytest.approx(float(seen[i, row["unit"]]), rel=1e-4, abs=0)
+        assert row["activation"] != pytest.approx(float(raw[i, row["unit"]]), rel=1e-2, abs=0)
