@@ -7,7 +7,7 @@ Cases (batch ``--batch``, the shared MobileNetV2 if found, else the same network
 weights, which costs the same):
 
 - ``cpu-preset cached``: the CPU preset's step: G (64 px, fc 1024, channels x 0.375) forward and
-  backward, the comparator (features.6.add) on G's output, Adam; codes and C(x) come from the cache.
+  backward, the comparator (features.13.add) on G's output, Adam; codes and C(x) come from the cache.
 - ``cpu-preset online``: the same with E and C run on the real images in every step (no cache).
 - ``recipe 128 px``: the GPU preset's step: G (fc 2048, recipe widths, 128 px) and the discriminator,
   one D step and one G step with image, feature and adversarial terms, E run on every batch.
@@ -40,7 +40,7 @@ def make_step(case: str, target, batch: int, device: torch.device):
     spec = generator_spec(resolution=res, fc=[1024, 1024] if res == 64 else [2048, 2048],
                           width=0.375 if res == 64 else 1.0)
     enc = Encoder(target, "flatten", input_size=128)
-    comp = Comparator(target, "features.6.add", input_size=res)
+    comp = Comparator(target, "features.13.add", input_size=res)
     g = Generator(1280, spec).to(device)
     d = Discriminator(1280).to(device) if case.startswith("recipe") else None
     cl = device.type == "cuda"
