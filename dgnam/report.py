@@ -42,13 +42,14 @@ from torch import Tensor
 
 from dgnam.cli import atomic_write
 from dgnam.errors import DgnamError, first_line
-from dgnam.io import labelled_grid, load_image, save_png, write_results
+from dgnam.io import labelled_grid, load_image, resize_crop, save_png, write_results
 from dgnam.judges import Judge, load_judge
 
 log = logging.getLogger(__name__)
 
 DEFAULT_METHODS_ORDER = ("pixel", "yosinski", "lucid", "dgnam")
 HF_RADIUS = 0.25  # cycles per pixel: half the Nyquist frequency
+STATS_SIZE = 224  # images are resized to this side before TV and HF energy, so that sizes compare
 REQUIRED_KEYS = ("method", "seed", "layer", "unit", "kind", "image")
 
 
@@ -207,10 +208,12 @@ def _check_independent(specs: Sequence[Mapping[str, Any]], rows: Sequence[Mappin
 
 @torch.no_grad()
 def score_rows(rows: Sequence[dict[str, Any]], judges: Sequence[Judge], hf_radius: float = HF_RADIUS,
-               ) -> list[dict[str, Any]]:
+               stats_size: int | None = STATS_SIZE) -> list[dict[str, Any]]:
     """Per-image rows: the run's numbers plus ``tv``, ``hf_energy`` and, per judge ``J``,
     ``J_top1``/``J_top5`` (1 if the intended class is among its first 1 / 5, class units only),
-    ``J_prob`` (its softmax probability of the intended class) and ``J_pred`` (its top-1 class)."""
+    ``J_prob`` (its softmax probability of the intended class) and ``J_pred`` (its top-1 class).
+    TV and HF energy are measured on the image resized (antialiased) to ``stats_size`` (None: as is),
+    so that a 64-px generator output and a 224-px pixel-space image are measured alike."""
     from dgnam.models import imagenet_categories
 
     cats = imagenet_categories()
@@ -220,8 +223,9 @@ def score_rows(rows: Sequence[dict[str, Any]], judges: Sequence[Judge], hf_radiu
         o = {k: v for k, v in r.items() if not k.startswith("_")}
         if o["kind"] == "class" and "top1" in o:
             o["target_top1"] = int(int(o["top1"]) == int(o["unit"]))
-        o["tv"] = float(total_variation(img[None])[0])
-        o["hf_energy"] = float(high_frequency_energy(img[None], hf_radius)[0])
+        simg = resize_crop(img, int(stats_size)) if stats_size and img.shape[-1] != stats_size else img
+        o["tv"] = float(total_variation(simg[None])[0])
+        o["hf_energy"] = float(high_frequency_energy(simg[None], hf_radius)[0])
         o["size"] = int(img.shape[-1])
         out.append(o)
     for judge in judges:
@@ -396,7 +400,7 @@ def _safe(s: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in s).strip("_")[:60] or "_"
 
 
-def _definitions(judges: Sequence[Judge], hf_radius: float) -> list[str]:
+def _definitions(judges: Sequence[Judge], hf_radius: float, stats_size: int | None = STATS_SIZE) -> list[str]:
     lines = [
         "- **target act.**: the target's value of the unit on the final image; **target p**: its softmax "
         "probability of the intended class; **target top-1 %**: how often that class is its first choice.",
@@ -409,7 +413,10 @@ def _definitions(judges: Sequence[Judge], hf_radius: float) -> list[str]:
         f"- **HF energy**: the fraction of the image's spectral energy (per channel, mean removed) at radial "
         f"frequencies above {hf_radius:g} cycles/pixel ({hf_radius / 0.5:.0%} of Nyquist); "
         + ("photos at 224 px score 0.01-0.03, " if hf_radius == HF_RADIUS else "")
-        + "a one-pixel checkerboard 1. Compare it between images of the same size.",
+        + "a one-pixel checkerboard 1."
+        + (f" Both are measured after resizing every image to {stats_size} px, so that images of different "
+           f"sizes (e.g. a 64-px generator output) compare." if stats_size else
+           " Compare it between images of the same size."),
         "- **n**: images averaged (units × seeds); with several seeds, ± is the standard deviation over seeds "
         "of the per-seed value.",
     ]
@@ -435,7 +442,7 @@ def _cell_text(rs: Sequence[Mapping[str, Any]], judge: str | None) -> str:
 
 def write_report(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, Any]],
                  judges: Sequence[Judge], methods: Sequence[str], runs: Sequence[Path],
-                 hf_radius: float = HF_RADIUS) -> dict[str, Path]:
+                 hf_radius: float = HF_RADIUS, stats_size: int | None = STATS_SIZE) -> dict[str, Path]:
     """Write report.md, report.html, grid.png, report.json/.csv and summary.json/.csv to ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     _copy_images(rows, out)
@@ -457,7 +464,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, 
 
     # Markdown
     md = ["# Activation maximization: methods compared", "", intro, "", "## Per method", "",
-          _md_table(table), "", *_definitions(judges, hf_radius), "",
+          _md_table(table), "", *_definitions(judges, hf_radius, stats_size), "",
           "## Side by side", "", "Rows are units, columns methods (lowest seed"
           + (f"; J = `{first}`'s probability of the class" if first else "") + ").", "",
           f"![grid]({grid.name})", "", "## Per unit", "", cell_note, ""]
@@ -492,7 +499,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, 
     def plain(text: str) -> str:  # Markdown emphasis and code marks dropped
         return html.escape(text.replace("**", "").replace("`", ""))
 
-    defs = "".join(f"<li>{plain(d[2:])}</li>" for d in _definitions(judges, hf_radius))
+    defs = "".join(f"<li>{plain(d[2:])}</li>" for d in _definitions(judges, hf_radius, stats_size))
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Activation maximization: methods compared</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin:1em 0}}
@@ -515,7 +522,8 @@ img{{display:block;margin:auto;image-rendering:auto}}</style></head><body>
 
 def build_report(runs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                  judges: Sequence[Mapping[str, Any] | Judge] | None = None,
-                 methods_order: Sequence[str] | None = None, hf_radius: float = HF_RADIUS) -> dict[str, Any]:
+                 methods_order: Sequence[str] | None = None, hf_radius: float = HF_RADIUS,
+                 stats_size: int | None = STATS_SIZE) -> dict[str, Any]:
     """Gather the runs, score every image, and write the report into ``out_dir``.
 
     ``judges``: judge specs (see :func:`dgnam.judges.load_judge`) or loaded :class:`Judge` objects;
@@ -532,11 +540,11 @@ def build_report(runs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     names = [j.name for j in loaded]
     if len(set(names)) != len(names):
         raise DgnamError(f"two judges share a name ({', '.join(names)}); give each a distinct name")
-    scored = score_rows(rows, loaded, hf_radius)
+    scored = score_rows(rows, loaded, hf_radius, stats_size)
     methods = order_methods({r["method"] for r in scored}, methods_order)
     summary = summarize(scored, names, methods)
     dirs = list(dict.fromkeys(Path(r["run"]) for r in scored))
-    files = write_report(out, scored, summary, loaded, methods, dirs, hf_radius)
+    files = write_report(out, scored, summary, loaded, methods, dirs, hf_radius, stats_size)
     return {"out_dir": str(out), "results": scored, "summary": summary, "files": files}
 
 
@@ -548,11 +556,15 @@ def _plain(x: Any) -> Any:
     return OmegaConf.to_container(x, resolve=True) if OmegaConf.is_config(x) else x
 
 
-def _report_args(cfg: DictConfig | Mapping[str, Any]) -> tuple[Any, Any, float]:
+def _report_args(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     rc = cfg.get("report") or {}
     judges = _plain(rc.get("judges")) if "judges" in rc else None
     order = _plain(rc.get("methods_order")) if rc.get("methods_order") is not None else None
-    return judges, order, float(rc.get("hf_radius") or HF_RADIUS)
+    size = rc.get("stats_size", STATS_SIZE)
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+        raise DgnamError(f"report.stats_size={size!r} must be a positive integer (pixels) or null")
+    return {"judges": judges, "methods_order": order, "hf_radius": float(rc.get("hf_radius") or HF_RADIUS),
+            "stats_size": size}
 
 
 def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -563,8 +575,7 @@ def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
     if not runs:
         raise DgnamError("report.runs is empty; give run or sweep directories, e.g. "
                          "report.runs=[multirun/compare/2026-01-01_12-00-00]")
-    judges, order, radius = _report_args(cfg)
-    res = build_report(runs, out_dir, judges=judges, methods_order=order, hf_radius=radius)
+    res = build_report(runs, out_dir, **_report_args(cfg))
     log.info("report: %s", res["files"]["html"])
     return res
 
@@ -572,7 +583,7 @@ def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
 class ReportCallback(Callback):
     """Build the report over the sweep directory when a Hydra multirun ends.
 
-    Reads ``report.judges``, ``report.methods_order`` and ``report.hf_radius`` from the job config
+    Reads ``report.judges``, ``report.methods_order``, ``report.hf_radius`` and ``report.stats_size`` from the job config
     (defaults when absent) and writes into ``<hydra.sweep.dir>/<subdir>``. Enable it with::
 
         hydra:
@@ -586,10 +597,8 @@ class ReportCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep = Path(str(config.hydra.sweep.dir))
-        judges, order, radius = _report_args(config)
         try:
-            res = build_report([sweep], sweep / self.subdir, judges=judges, methods_order=order,
-                               hf_radius=radius)
+            res = build_report([sweep], sweep / self.subdir, **_report_args(config))
         except DgnamError as e:
             print(f"error: report: {e}", file=sys.stderr)
             sys.exit(2)

@@ -264,3 +264,20 @@ def test_bad_judge_in_report_mode_exits_with_one_line(compose, tiny_runs, judge_
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot read judge file") and "garbage.pt2" in lines[0]
     assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_image_statistics_compare_images_of_different_sizes(tmp_path):
+    """A 64-px image and the same image at 224 px get the same TV once both are measured at 224 px."""
+    from dgnam.io import resize_crop, save_png
+    from dgnam.report import score_rows
+
+    i, j = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    small = (0.5 + 0.4 * torch.sin(2 * math.pi * 3 * (i + j) / 64)).float().expand(3, 64, 64)
+    paths = {"small": tmp_path / "small.png", "big": tmp_path / "big.png"}
+    save_png(small, paths["small"])
+    save_png(resize_crop(small, 224), paths["big"])
+    rows = [{"source": str(p), "kind": "channel", "unit": 0, "method": k} for k, p in paths.items()]
+    same = {r["method"]: r["tv"] for r in score_rows(rows, [], stats_size=224)}
+    assert same["small"] == pytest.approx(same["big"], rel=0.05)
+    raw = {r["method"]: r["tv"] for r in score_rows(rows, [], stats_size=None)}
+    assert raw["small"] > 2.5 * raw["big"]  # per-pixel TV of a smaller image is larger
