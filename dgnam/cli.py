@@ -24,9 +24,18 @@ def run_dir() -> Path:
         return Path.cwd()
 
 
+def _only_hydra_files(out: Path) -> bool:
+    """Whether ``out`` holds nothing but what Hydra writes for a job (``.hydra/`` and the job's log).
+
+    A run directory given again (``hydra.run.dir=`` an earlier run, e.g. to resume training) holds
+    earlier outputs; it is never removed."""
+    return all(p.name == ".hydra" or (p.is_file() and p.suffix == ".log") for p in out.iterdir())
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a Hydra main: a :class:`DgnamError` prints ``error: <message>`` on one line, removes the
-    run directory that Hydra created for this job (no half-written outputs) and exits with status 2."""
+    run directory that Hydra created for this job (no half-written outputs; a directory that already
+    held other files is left as it was) and exits with status 2."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -34,7 +43,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except DgnamError as e:
             out = run_dir()
-            if (out / ".hydra").is_dir() and out.resolve() != Path.cwd().resolve():
+            if (out / ".hydra").is_dir() and out.resolve() != Path.cwd().resolve() and _only_hydra_files(out):
                 shutil.rmtree(out, ignore_errors=True)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)

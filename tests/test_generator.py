@@ -359,6 +359,48 @@ def test_run_end_to_end_and_resume(compose, tmp_path):
                    name="train_generator")
     with pytest.raises(DgnamError, match="checkpoint was made for encoder"):
         run(cfg3, out_dir=tmp_path / "c")
+    # export.from_ckpt: a prior from a checkpoint, without training
+    cfg4 = compose(TINY_OVERRIDES + [f"export.from_ckpt={last}"], name="train_generator")
+    out4 = run(cfg4, out_dir=tmp_path / "d")
+    assert out4["iterations"] == 4 and not (tmp_path / "d" / "checkpoints").exists()
+    g4, info4 = load_prior(out4["prior"])
+    want = torch.load(last, weights_only=False)["state_dict"]
+    for k, v in g4.state_dict().items():
+        if v.is_floating_point():
+            assert torch.allclose(v.float(), want["generator." + k].half().float()), k
+    assert info4["code_upper"].shape == (info4["code_dim"],)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    for bad, match in [(tmp_path / "nope.ckpt", "checkpoint not found"), (tmp_path / "junk.ckpt", "cannot read"),
+                       (out["prior"], "not a training checkpoint")]:
+        with pytest.raises(DgnamError, match=match):
+            run(compose(TINY_OVERRIDES + [f"export.from_ckpt={bad}"], name="train_generator"), out_dir=tmp_path / "e")
+    with pytest.raises(DgnamError, match="does not fit this config's generator"):
+        run(compose(TINY_OVERRIDES + [f"export.from_ckpt={last}", "generator.fc=[8]"], name="train_generator"),
+            out_dir=tmp_path / "f")
+
+
+def test_periodic_checkpoint_writes_last_every_interval(tmp_path):
+    from dgnam.generator.train import PeriodicCheckpoint
+
+    now = [0.0]
+    written = []
+
+    class FakeTrainer:
+        def save_checkpoint(self, path):
+            Path(path).write_text(str(now[0]))
+            written.append(Path(path).name)
+
+    cb = PeriodicCheckpoint(tmp_path / "ck" / "last.ckpt", minutes=2, clock=lambda: now[0])
+    trainer = FakeTrainer()
+    for t in [0, 30, 100, 119, 121, 200, 241, 245]:  # seconds
+        now[0] = float(t)
+        cb.on_train_batch_end(trainer, None, None, None, 0)
+    assert cb.saves == 2  # at 121 s and 241 s
+    assert written == ["last.ckpt.tmp", "last.ckpt.tmp"]  # written aside, then renamed
+    assert (tmp_path / "ck" / "last.ckpt").read_text() == "241.0"
+    assert not (tmp_path / "ck" / "last.ckpt.tmp").exists()
+    with pytest.raises(DgnamError, match="checkpoint_every_minutes=0"):
+        PeriodicCheckpoint(tmp_path / "x.ckpt", minutes=0)
 
 
 def test_run_with_validation_writes_grids_and_best(compose, tmp_path):
@@ -408,6 +450,18 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
     assert lines == ["error: data.train: data path not found: /nonexistent/photos"]
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_cli_error_keeps_an_existing_run_directory(tmp_path):
+    """A user error in a run directory given again (e.g. to resume) must not delete earlier outputs."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_text("earlier work")
+    r = subprocess.run([sys.executable, str(REPO / "train_generator.py"), "encoder=mobilenet_v2_random",
+                        "data=synthetic", "ckpt_path=/nonexistent.ckpt", f"hydra.run.dir={run_dir}"],
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == 2 and "error: checkpoint not found" in r.stderr
+    assert (run_dir / "checkpoints" / "last.ckpt").read_text() == "earlier work"
 
 
 def test_shipped_prior_loads():

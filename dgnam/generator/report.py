@@ -138,14 +138,16 @@ def sample_grid(generator: torch.nn.Module, encoder: Encoder, photos: Tensor, n:
     return make_grid(torch.cat(rows), nrow=per_row, padding=2, pad_value=1.0)
 
 
-def plot_curves(metrics_csv: str | Path, path: str | Path) -> None:
-    """Training loss terms and validation MSE against the iteration, from Lightning's metrics.csv."""
+def plot_curves(metrics_csv: str | Path, path: str | Path, max_step: int | None = None) -> None:
+    """Training loss terms and validation MSE against the iteration, from Lightning's metrics.csv
+    (up to ``max_step``, e.g. the exported checkpoint's, when given)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = list(csv.DictReader(open(metrics_csv)))
+    with open(metrics_csv) as f:
+        rows = [r for r in csv.DictReader(f) if max_step is None or int(r["step"]) <= max_step]
     def series(key: str) -> tuple[list[int], list[float]]:
         xs, ys = [], []
         for r in rows:
@@ -188,6 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--comparator", default=None, help="comparator layer (default: from the prior's config)")
     ap.add_argument("--mean-image", help="a .pt tensor (3, R, R); default: mean of the validation photos")
     ap.add_argument("--metrics", help="Lightning metrics.csv for the loss curves")
+    ap.add_argument("--max-step", type=int, help="plot the curves up to this step (e.g. the exported checkpoint's)")
     ap.add_argument("--out", default="docs/img")
     ap.add_argument("--prefix", default="generator_")
     ap.add_argument("--threads", type=int, default=2)
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     save_image(sample_grid(g, enc, photos[:: max(1, len(photos) // 32)][:32]), out / f"{a.prefix}samples.png")
     if a.metrics:
-        plot_curves(a.metrics, out / f"{a.prefix}curves.png")
+        plot_curves(a.metrics, out / f"{a.prefix}curves.png", a.max_step)
     print(json.dumps(res, indent=2))
     return res
 

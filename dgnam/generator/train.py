@@ -4,20 +4,21 @@ Called by ``train_generator.py`` (under Hydra) and directly by tests."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dgnam.cli import run_dir
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.losses import Balancer
@@ -111,6 +112,71 @@ def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | No
     return st.result(k)
 
 
+class PeriodicCheckpoint(Callback):
+    """Write ``path`` (the full training state, atomically) every ``minutes`` of training, so that a
+    killed run resumes from at most that far back (``ckpt_path=.../last.ckpt``).
+
+    (Lightning's ``ModelCheckpoint(train_time_interval=...)`` never fires under manual optimization.)"""
+
+    def __init__(self, path: str | os.PathLike, minutes: float, clock: Any = time.monotonic) -> None:
+        if minutes <= 0:
+            raise DgnamError(f"trainer.checkpoint_every_minutes={minutes} must be positive (or null)")
+        self.path, self.seconds, self.clock = Path(path), 60.0 * float(minutes), clock
+        self.started: float | None = None
+        self.saves = 0
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = self.clock()
+        if self.started is None:
+            self.started = now
+        elif now - self.started >= self.seconds:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            trainer.save_checkpoint(tmp)
+            os.replace(tmp, self.path)
+            self.started, self.saves = now, self.saves + 1
+
+
+def load_generator_weights(generator: Generator, ckpt: Path) -> dict[str, Any]:
+    """Load G's weights from a Lightning checkpoint of :class:`GeneratorModule`; returns the checkpoint."""
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        sd = {k[len("generator."):]: v for k, v in state["state_dict"].items() if k.startswith("generator.")}
+    except Exception as e:  # a corrupt or foreign file
+        raise DgnamError(f"cannot read checkpoint {ckpt}: {type(e).__name__}: {first_line(e)}") from None
+    if not sd:
+        raise DgnamError(f"{ckpt} is not a training checkpoint of train_generator.py (no generator weights in it)")
+    try:
+        generator.load_state_dict(sd)
+    except RuntimeError as e:
+        raise DgnamError(f"checkpoint {ckpt} does not fit this config's generator (another encoder, "
+                         f"resolution or widths?): {str(e).splitlines()[0]}") from None
+    return state
+
+
+def export_checkpoint(cfg: DictConfig, dm: Any, parts: dict[str, Any], ckpt: Path, out: Path,
+                      device: torch.device) -> dict[str, Any]:
+    """Write a prior from a checkpoint without training (``export.from_ckpt``): G's weights from the
+    checkpoint, the code statistics from this config's training data."""
+    state = load_generator_weights(parts["generator"], ckpt)
+    dm.setup("fit")
+    stats = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
+                               device)
+    prior_path = Path(cfg.export.path) if cfg.export.get("path") else out / "prior.pt"
+    cb = {k: v for k, v in (state.get("callbacks") or {}).items() if "ModelCheckpoint" in str(k)}
+    best = next((float(v["best_model_score"]) for v in cb.values()
+                 if isinstance(v, dict) and v.get("best_model_score") is not None), None)
+    iterations = int(state.get("global_step", 0))
+    extra = {"config": _plain(cfg), "val_mse": None, "best_val_mse": best, "iterations": iterations,
+             "checkpoint": str(ckpt)}
+    save_prior(prior_path, parts["generator"].cpu().float(), parts["encoder"].describe(), stats, extra=extra,
+               half=bool(cfg.export.get("half", True)))
+    log.info("wrote %s from %s", prior_path, ckpt)
+    return {"run_dir": str(out), "prior": str(prior_path), "best_ckpt": str(ckpt), "last_ckpt": None,
+            "val_mse": best, "iterations": iterations, "global_step": iterations, "skipped_images": 0,
+            "code_dim": parts["encoder"].code_dim, "resolution": int(cfg.resolution)}
+
+
 def _collate():
     from dgnam.data import collate
 
@@ -138,10 +204,16 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     if ckpt_path and not Path(os.path.expanduser(str(ckpt_path))).is_file():
         raise DgnamError(f"checkpoint not found: {ckpt_path}")
 
+    from_ckpt = cfg.export.get("from_ckpt") if cfg.get("export") else None
+    if from_ckpt and not Path(os.path.expanduser(str(from_ckpt))).is_file():
+        raise DgnamError(f"export.from_ckpt: checkpoint not found: {from_ckpt}")
+
     dm = build(cfg.data, resolution=res)
     parts = build_parts(cfg, device)
     module: GeneratorModule = parts["module"]
     dm.attach(parts["encoder"], parts["comparator"], device)
+    if from_ckpt:
+        return export_checkpoint(cfg, dm, parts, Path(os.path.expanduser(str(from_ckpt))), out, device)
 
     tcfg = dict(_plain(cfg.trainer))
     precision = tcfg.pop("precision", "auto")
@@ -150,9 +222,10 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     every_min = tcfg.pop("checkpoint_every_minutes", None)
     progress = tcfg.pop("progress_bar_refresh", 10)
     ckpt_dir = out / "checkpoints"
-    last_cb = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False,
-                              train_time_interval=_dt.timedelta(minutes=float(every_min)) if every_min else None)
+    last_cb = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False)
     callbacks: list[Any] = [last_cb]
+    if every_min:  # ModelCheckpoint's train_time_interval never fires under manual optimization
+        callbacks.append(PeriodicCheckpoint(ckpt_dir / "last.ckpt", float(every_min)))
     best_cb = None
     if dm.val_src is not None:
         best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}-{step:07d}", monitor="val/mse",
@@ -174,9 +247,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     # the prior: best weights by validation reconstruction when there are any, else the last
     best = best_cb.best_model_path if best_cb is not None and best_cb.best_model_path else None
     if best and cfg.export.get("use_best", True):
-        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-        parts["generator"].load_state_dict({k[len("generator."):]: v for k, v in state.items()
-                                            if k.startswith("generator.")})
+        load_generator_weights(parts["generator"], Path(best))
     stats = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
                                device)
     val_mse = trainer.callback_metrics.get("val/mse")
