@@ -240,6 +240,30 @@ def test_a_few_steps_lower_the_reconstruction_loss(tiny_target, tmp_path):
     assert after < 0.7 * before, (before, after)
 
 
+def test_gradient_clipping_bounds_the_g_step(tiny_target, tmp_path):
+    """With SGD, one G step moves G's parameters by lr * min(|grad|, clip): clipping bounds it."""
+    x = torch.stack([SyntheticImages(4, 64)[i]["image"] for i in range(4)])
+
+    def step_size(clip):
+        torch.manual_seed(0)
+        m, enc, *_ = _parts(tiny_target, adversarial=0.0, feature=0.0, grad_clip_g=clip,
+                            optimizer_g=lambda p: torch.optim.SGD(p, lr=1.0))
+        with torch.no_grad():
+            cache = {"images": (x * 255).round().byte(), "codes": enc(x)[:, None], "feats": None,
+                     "labels": torch.zeros(4, dtype=torch.long)}
+        before = torch.cat([q.detach().flatten().clone() for q in m.generator.parameters()])
+        _trainer(tmp_path, max_steps=1, max_epochs=-1).fit(
+            m, DataLoader(CachedCodes(cache), batch_size=4, collate_fn=collate))
+        after = torch.cat([q.detach().flatten() for q in m.generator.parameters()])
+        return float((after - before).norm())
+
+    free = step_size(None)
+    assert free > 1e-3
+    assert step_size(free / 10) == pytest.approx(free / 10, rel=1e-3)
+    with pytest.raises(DgnamError, match="grad_clip_g=0"):
+        _parts(tiny_target, grad_clip_g=0)
+
+
 # ------------------------------------------------------------------------------------ statistics
 def test_code_statistics_on_known_inputs():
     codes = torch.tensor([[0.0, 1.0, 2.0], [2.0, 1.0, 6.0], [4.0, 1.0, 10.0]])

@@ -74,7 +74,7 @@ class GeneratorModule(L.LightningModule):
                  scheduler: Callable[..., Any] | None = None,
                  weights: dict[str, float] | None = None, balance: Balancer | None = None,
                  channels_last: bool = True, code_noise: float = 0.0, grid_images: int = 16,
-                 encoder_info: dict[str, Any] | None = None) -> None:
+                 encoder_info: dict[str, Any] | None = None, grad_clip_g: float | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.generator = generator
@@ -89,6 +89,9 @@ class GeneratorModule(L.LightningModule):
         if unknown:
             raise DgnamError(f"unknown loss term(s) {', '.join(sorted(unknown))}; valid: {', '.join(LOSS_TERMS)}")
         self.balance = balance or Balancer(enabled=False)
+        if grad_clip_g is not None and not float(grad_clip_g) > 0:
+            raise DgnamError(f"grad_clip_g={grad_clip_g} must be positive (or null: no clipping)")
+        self.grad_clip_g = float(grad_clip_g) if grad_clip_g is not None else None
         self.channels_last = channels_last
         self.code_noise = float(code_noise)
         self.grid_images = grid_images
@@ -188,6 +191,9 @@ class GeneratorModule(L.LightningModule):
                 _, train_g = self.balance.update(float((d_real + d_fake).detach()), float(terms["adversarial"].detach()))
             if train_g:
                 self.manual_backward(total)
+                if self.grad_clip_g is not None:  # G's gradient norm, clipped to grad_clip_g (logged before)
+                    logs["train/g_grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                        self.generator.parameters(), self.grad_clip_g).detach()
                 opt_g.step()
             opt_g.zero_grad(set_to_none=True)
         logs["train/g_active"] = float(train_g)

@@ -82,6 +82,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
         weights=w, balance=balance, channels_last=bool(cfg.get("channels_last", True)),
         code_noise=float(cfg.get("code_noise", 0.0)), grid_images=int(cfg.get("grid_images", 16)),
+        grad_clip_g=cfg.get("grad_clip_g"),
     )
     return {"target": target, "encoder": encoder, "comparator": comparator, "generator": generator,
             "discriminator": discriminator, "module": module, "spec": spec}
