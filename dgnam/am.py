@@ -195,6 +195,7 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
     total = sum(len(u) for u in plan.values()) * steps * len(sizes)
     bar = tqdm(total=total, desc="optimizing", unit="unit-step", disable=not ocfg.get("progress", True),
                mininterval=1.0)
+    resize = T.Resize(int(cfg.input_resize)) if cfg.get("input_resize") else None
     rows: list[dict] = []
     images_by_layer: dict[str, Tensor] = {}
     for layer, units in plan.items():
@@ -209,8 +210,8 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
             posts += param.post_steps() if hasattr(param, "post_steps") else []
             own = param.penalty() if hasattr(param, "penalty") else None
             penalty = own if penalty is None else (penalty + own if own is not None else penalty)
-            if cfg.get("input_resize"):
-                tfs.append(T.Resize(int(cfg.input_resize)))
+            if resize is not None:
+                tfs.append(resize)
             unit_obj = objective_for(chunk)
             objective = unit_obj - penalty if penalty is not None else unit_obj
             t0 = time.perf_counter()
@@ -222,9 +223,7 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
                 torch.cuda.synchronize()
             secs = time.perf_counter() - t0
             seen = res.images.to(device)  # score what the target saw (e.g. G's output resized)
-            if cfg.get("input_resize"):
-                seen = T.Resize(int(cfg.input_resize))(seen)
-            final = evaluate(target, seen, chunk)
+            final = evaluate(target, resize(seen) if resize is not None else seen, chunk)
             for i, u in enumerate(chunk):
                 row = {"method": cfg.get("method_name", "pixel"), "seed": seed, "layer": layer,
                        "unit": u.index, "label": u.label, "kind": u.kind,
