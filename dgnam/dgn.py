@@ -76,6 +76,7 @@ class GeneratorParam(ImageParam):
         encoder_weights: str | None = None,
     ) -> None:
         super().__init__()
+        info = None
         if prior is not None:
             if not Path(prior).is_file():
                 raise DgnamError(f"generator prior not found: {prior} (train one with train_generator.py, "
@@ -83,8 +84,6 @@ class GeneratorParam(ImageParam):
             gen, info = _load(str(prior), "cpu")
             code_mean, code_std = info["code_mean"], info["code_std"]
             self.info = info
-        else:
-            info = None
         if gen is None:
             raise DgnamError("GeneratorParam needs a generator: param.prior=<file>")
         self.gen = gen

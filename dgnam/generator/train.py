@@ -151,8 +151,20 @@ def load_generator_weights(generator: Generator, ckpt: Path) -> dict[str, Any]:
         generator.load_state_dict(sd)
     except RuntimeError as e:
         raise DgnamError(f"checkpoint {ckpt} does not fit this config's generator (another encoder, "
-                         f"resolution or widths?): {str(e).splitlines()[0]}") from None
+                         f"resolution or widths?): {first_line(e)}") from None
     return state
+
+
+def write_prior(cfg: DictConfig, dm: Any, parts: dict[str, Any], out: Path, device: torch.device,
+                extra: dict[str, Any]) -> Path:
+    """Code statistics over the training data, then G (as it is now) and them into the prior file."""
+    stats = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
+                               device)
+    prior_path = Path(cfg.export.path) if cfg.export.get("path") else out / "prior.pt"
+    save_prior(prior_path, parts["generator"].cpu().float(), parts["encoder"].describe(), stats,
+               extra={"config": _plain(cfg), **extra}, half=bool(cfg.export.get("half", True)))
+    log.info("wrote %s", prior_path)
+    return prior_path
 
 
 def export_checkpoint(cfg: DictConfig, dm: Any, parts: dict[str, Any], ckpt: Path, out: Path,
@@ -161,18 +173,12 @@ def export_checkpoint(cfg: DictConfig, dm: Any, parts: dict[str, Any], ckpt: Pat
     checkpoint, the code statistics from this config's training data."""
     state = load_generator_weights(parts["generator"], ckpt)
     dm.setup("fit")
-    stats = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
-                               device)
-    prior_path = Path(cfg.export.path) if cfg.export.get("path") else out / "prior.pt"
     cb = {k: v for k, v in (state.get("callbacks") or {}).items() if "ModelCheckpoint" in str(k)}
     best = next((float(v["best_model_score"]) for v in cb.values()
                  if isinstance(v, dict) and v.get("best_model_score") is not None), None)
     iterations = int(state.get("global_step", 0))
-    extra = {"config": _plain(cfg), "val_mse": None, "best_val_mse": best, "iterations": iterations,
-             "checkpoint": str(ckpt)}
-    save_prior(prior_path, parts["generator"].cpu().float(), parts["encoder"].describe(), stats, extra=extra,
-               half=bool(cfg.export.get("half", True)))
-    log.info("wrote %s from %s", prior_path, ckpt)
+    prior_path = write_prior(cfg, dm, parts, out, device, {"val_mse": None, "best_val_mse": best,
+                                                           "iterations": iterations, "checkpoint": str(ckpt)})
     return {"run_dir": str(out), "prior": str(prior_path), "best_ckpt": str(ckpt), "last_ckpt": None,
             "val_mse": best, "iterations": iterations, "global_step": iterations, "skipped_images": 0,
             "code_dim": parts["encoder"].code_dim, "resolution": int(cfg.resolution)}
@@ -249,17 +255,12 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     best = best_cb.best_model_path if best_cb is not None and best_cb.best_model_path else None
     if best and cfg.export.get("use_best", True):
         load_generator_weights(parts["generator"], Path(best))
-    stats = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
-                               device)
     val_mse = trainer.callback_metrics.get("val/mse")
-    prior_path = Path(cfg.export.path) if cfg.export.get("path") else out / "prior.pt"
     best_score = best_cb.best_model_score if best_cb is not None else None
-    extra = {"config": _plain(cfg), "val_mse": float(val_mse) if val_mse is not None else None,
-             "best_val_mse": float(best_score) if best_score is not None else None,
-             "iterations": int(module.iteration), "checkpoint": best or last_cb.last_model_path}
-    save_prior(prior_path, parts["generator"].cpu().float(), parts["encoder"].describe(), stats, extra=extra,
-               half=bool(cfg.export.get("half", True)))
-    log.info("wrote %s", prior_path)
+    prior_path = write_prior(cfg, dm, parts, out, device, {
+        "val_mse": float(val_mse) if val_mse is not None else None,
+        "best_val_mse": float(best_score) if best_score is not None else None,
+        "iterations": int(module.iteration), "checkpoint": best or last_cb.last_model_path})
     return {"run_dir": str(out), "prior": str(prior_path), "best_ckpt": best,
             "last_ckpt": last_cb.last_model_path or None,
             "val_mse": float(val_mse) if val_mse is not None else None, "iterations": int(module.iteration),
