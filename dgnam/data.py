@@ -289,12 +289,14 @@ class CachedCodes(Dataset):
     """Items from :func:`dgnam.generator.cache.encode_dataset`: image, code and comparator features.
 
     With ``train`` a random view (original or mirrored) is drawn for each item; otherwise view 0.
-    Items: ``{"image": (3, R, R) float, "code": (D,), "feat": (...) (if cached), "label": int}``.
+    Items: ``{"image": (3, R, R) float, "code": (D,), "feat": (...) (if cached), "latent": (C, r, r)
+    (if cached), "label": int}``.
     """
 
     def __init__(self, cache: dict[str, Any], train: bool = False) -> None:
         self.images, self.codes, self.feats = cache["images"], cache["codes"], cache.get("feats")
         self.labels, self.train = cache["labels"], train
+        self.latents = cache.get("latents")
         self.views = int(self.codes.shape[1])
 
     def __len__(self) -> int:
@@ -308,6 +310,8 @@ class CachedCodes(Dataset):
         item = {"image": img, "code": self.codes[i, v].float(), "label": int(self.labels[i])}
         if self.feats is not None:
             item["feat"] = self.feats[i, v].float()
+        if self.latents is not None:
+            item["latent"] = self.latents[i, v].float()
         return item
 
 
@@ -360,7 +364,7 @@ class ImageDataModule(L.LightningDataModule):
         self.crop_scale, self.flip = tuple(crop_scale), flip
         self.cache, self.cache_dir, self.load_size = cache, cache_dir, int(load_size)
         self.synthetic_size, self.encode_batch_size = int(synthetic_size), int(encode_batch_size)
-        self.encoder = self.comparator = None
+        self.encoder = self.comparator = self.latent_encoder = None
         self.device: Any = "cpu"
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -382,9 +386,12 @@ class ImageDataModule(L.LightningDataModule):
         if p.is_dir() and not any(p.iterdir()):
             raise DgnamError(f"{name}: data folder {p} is empty")
 
-    def attach(self, encoder: Any = None, comparator: Any = None, device: Any = "cpu") -> ImageDataModule:
-        """Give the (frozen) encoder and comparator used to build the code cache."""
+    def attach(self, encoder: Any = None, comparator: Any = None, device: Any = "cpu",
+               latent_encoder: Any = None) -> ImageDataModule:
+        """Give the (frozen) encoder and comparator used to build the code cache (and the latent
+        encoder whose latents a latent prior regresses)."""
         self.encoder, self.comparator, self.device = encoder, comparator, device
+        self.latent_encoder = latent_encoder
         return self
 
     def _dataset(self, src: Any, limit: int | None, train: bool) -> Dataset:
@@ -399,7 +406,8 @@ class ImageDataModule(L.LightningDataModule):
             from dgnam.generator.cache import load_or_encode
 
             cache = load_or_encode(self.cache_dir, src, self.encoder, self.comparator, self.resolution,
-                                   self.load_size, self.flip and train, limit, self.encode_batch_size, self.device)
+                                   self.load_size, self.flip and train, limit, self.encode_batch_size, self.device,
+                                   latent_encoder=self.latent_encoder)
             if cache["skipped"]:
                 log.warning("%s: %d undecodable image files skipped", src, cache["skipped"])
             return CachedCodes(cache, train=train)
@@ -414,8 +422,11 @@ class ImageDataModule(L.LightningDataModule):
         big = [resize_to(v, self.load_size) for v in views]
         codes = torch.stack([self.encoder(b) for b in big], 1)
         feats = torch.stack([self.comparator(v) for v in views], 1) if self.comparator is not None else None
-        return {"images": (x * 255).round().to(torch.uint8), "codes": codes, "feats": feats,
-                "labels": torch.tensor([ds[i]["label"] for i in range(len(ds))]), "skipped": 0}
+        out = {"images": (x * 255).round().to(torch.uint8), "codes": codes, "feats": feats,
+               "labels": torch.tensor([ds[i]["label"] for i in range(len(ds))]), "skipped": 0}
+        if self.latent_encoder is not None:
+            out["latents"] = torch.stack([self.latent_encoder(v) for v in views], 1)
+        return out
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is None:

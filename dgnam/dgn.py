@@ -20,6 +20,7 @@ import functools
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgnam import objectives as O
@@ -147,3 +148,110 @@ def _code_dim(gen: nn.Module) -> int:
     if dim is None:
         raise DgnamError("cannot tell the generator's code size; give code_mean/code_std")
     return int(dim)
+
+
+LATENT = "latent"  # pseudo-layer: the latent z of LatentParam, for penalties on it
+STATS_FORMAT = "dgnam-latent-stats"
+
+
+def load_latent_stats(path: str | Path) -> dict[str, Tensor]:
+    """Per-channel statistics of real TAEF2 latents (``mean``, ``std``, ``low``, ``high``: (C,)),
+    written by ``python -m dgnam.generator.latent_stats``; loaded without running code."""
+    from dgnam.errors import first_line
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DgnamError(f"latent statistics file not found: {p} (param.stats=<file>; rebuild it with "
+                         f"python -m dgnam.generator.latent_stats)")
+    try:
+        blob = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DgnamError(f"cannot read latent statistics {p}: {first_line(e)}") from None
+    if not isinstance(blob, dict) or blob.get("format") != STATS_FORMAT:
+        raise DgnamError(f"{p} is not a latent statistics file (no format tag {STATS_FORMAT!r})")
+    keys = ("mean", "std", "low", "high")
+    bad = [k for k in keys if not isinstance(blob.get(k), Tensor) or blob[k].dim() != 1]
+    if bad or len({blob[k].numel() for k in keys}) != 1:
+        raise DgnamError(f"latent statistics {p}: {', '.join(bad) or 'mean/std/low/high'} must be 1-d tensors "
+                         f"of one length (the latent channels)")
+    return {k: blob[k].float() for k in keys}
+
+
+class LatentParam(ImageParam):
+    """Latent AM: images ``Dec(z)`` of the frozen TAEF2 decoder, with the latent ``z`` (B, C, r, r)
+    itself trainable, no head and no training (a second natural-image prior).
+
+    After every step ``z`` is clamped per channel to the range of real latents (``low``, ``high``
+    of the statistics file, widened by ``clamp_margin`` standard deviations; ``clamp=False``: off);
+    ``pull`` subtracts ``pull * mean(((z - mean) / std)^2)`` per item from the objective, an L2 pull
+    towards the mean latent.
+
+    Args:
+        init: (B, 3, H, W) start images; only the batch size counts with ``noise``. H sets the
+            latent side (``resolution`` wins when given).
+        noise: start from ``z = mean + init_sd * std * N(0, 1)`` (one draw shared by all items);
+            otherwise ``z = Enc(init)`` with the TAEF2 encoder (``encoder_file``).
+        decoder_file, encoder_file: the TAEF2 weights.
+        stats: the statistics file (see :func:`load_latent_stats`).
+        resolution: image side (a multiple of 8; None: the init's side).
+    """
+
+    def __init__(self, init: Tensor, noise: bool = True, generator: torch.Generator | None = None,
+                 decoder_file: str | None = None, encoder_file: str | None = None, stats: str | None = None,
+                 resolution: int | None = None, clamp: bool = True, clamp_margin: float = 0.0,
+                 pull: float = 0.0, init_sd: float = 1.0) -> None:
+        super().__init__()
+        from dgnam.generator.taef2 import TAEF2Encoder, frozen_decoder, latent_side
+
+        if float(pull) < 0 or float(init_sd) < 0 or float(clamp_margin) < 0:
+            raise DgnamError(f"param.pull={pull}, param.init_sd={init_sd} and param.clamp_margin={clamp_margin} "
+                             f"must be >= 0")
+        if stats is None:
+            raise DgnamError("latent AM needs the latent statistics: param.stats=<file>")
+        st = load_latent_stats(stats)
+        self.dec = frozen_decoder(str(decoder_file))
+        c = st["mean"].numel()
+        want = self.dec.layers[1].in_channels
+        if c != want:
+            raise DgnamError(f"latent statistics have {c} channels but the decoder's latent has {want}")
+        side = latent_side(int(resolution or init.shape[-1]))
+        batch = init.shape[0]
+        view = (1, c, 1, 1)
+        self.register_buffer("mu", st["mean"].reshape(view), persistent=False)
+        self.register_buffer("sd", st["std"].reshape(view), persistent=False)
+        if noise:
+            g = generator if generator is not None else torch.Generator().manual_seed(0)
+            one = torch.randn(1, c, side, side, generator=g) * float(init_sd) * self.sd + self.mu
+            z = one.expand(batch, -1, -1, -1).contiguous()
+        else:
+            if encoder_file is None:
+                raise DgnamError("starting latent AM from an image needs param.encoder_file=<taef2_encoder.pth>")
+            enc = TAEF2Encoder(encoder_file).eval()
+            with torch.no_grad():
+                x = F.interpolate(init.float().cpu(), size=(8 * side, 8 * side), mode="bilinear",
+                                  align_corners=False, antialias=True)
+                z = enc(x)
+        self.z = nn.Parameter(z.float())
+        self.pull = float(pull)
+        margin = float(clamp_margin) * st["std"]
+        self.bounds = ((st["low"] - margin).reshape(view), (st["high"] + margin).reshape(view)) if clamp else None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (8 * self.z.shape[-2], 8 * self.z.shape[-1])
+
+    def forward(self) -> Tensor:
+        return self.dec(self.z)  # (B, 3, 8r, 8r) in [0, 1]
+
+    def extra(self) -> dict[str, Tensor]:
+        return {LATENT: self.z}
+
+    def penalty(self) -> O.Objective | None:
+        if not self.pull:
+            return None
+        mu, sd = self.mu, self.sd
+        fn = lambda acts: ((acts[LATENT] - mu) / sd).pow(2).flatten(1).mean(1)  # noqa: E731
+        return self.pull * O.Objective(fn, {LATENT}, "latent pull")
+
+    def post_steps(self) -> list[P.PostStep]:
+        return [P.Clamp(*self.bounds)] if self.bounds is not None else []

@@ -108,7 +108,7 @@ def test_loss_weights_act():
     g = tiny_generator()
     x = torch.rand(4, 3, 64, 64)
     m = GeneratorModule(g, weights={"image": 1.0, "feature": 0.0})
-    assert set(m.loss_terms(x, g(torch.rand(4, 32)), None, None)) == {"image"}
+    assert set(m.loss_terms({"image": x}, g(torch.rand(4, 32)), None, None)) == {"image"}
     with pytest.raises(DgnamError, match="unknown loss term"):
         GeneratorModule(g, weights={"pixel": 1.0})
 
@@ -532,3 +532,26 @@ def test_judge_scores_of_reconstructions():
     assert good == {"judge_top1_photo": 1.0, "judge_top1_downsampled_photo": 1.0, "judge_top1_recon": 1.0}
     bad = judge_scores(judge, Black(), encoder, photos, labels)
     assert bad["judge_top1_recon"] == 0.25 and bad["judge_top1_photo"] == 1.0
+
+
+class _Evil:
+    """A pickle that runs a shell command when it is unpickled without weights_only."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_runs_no_code(compose, tmp_path):
+    from train_generator import run
+
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": _Evil(marker)}, evil)
+    with pytest.raises(DgnamError, match="cannot read checkpoint"):
+        run(compose(TINY_OVERRIDES + [f"export.from_ckpt={evil}"], name="train_generator"), out_dir=tmp_path / "e")
+    assert not marker.exists()

@@ -30,13 +30,19 @@ def options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize("group", ["param", "optimizer", "scheduler"])
-def test_every_option_composes_and_instantiates(compose, group):
+def test_every_option_composes_and_instantiates(compose, group, tmp_path):
     for name in options(group):
         cfg = compose([f"{group}={name}"] if group != "scheduler" else [f"+scheduler={name}"])
         obj = instantiate(cfg[group])
         params = [torch.nn.Parameter(torch.zeros(2))]
         if group == "param":
-            kw = {"init": torch.rand(2, 3, 16, 16), "noise": name == "generator", "generator": torch.Generator()}
+            kw = {"init": torch.rand(2, 3, 16, 16), "noise": name in ("generator", "latent"),
+                  "generator": torch.Generator()}
+            if name == "latent" and not Path(str(cfg.param.decoder_file)).is_file():
+                from dgnam.generator.taef2 import TAEF2Decoder  # no shared TAEF2 here: random weights
+
+                torch.save(TAEF2Decoder(None).layers.state_dict(), tmp_path / "dec.pth")
+                kw["decoder_file"] = str(tmp_path / "dec.pth")
             if name == "generator" and not Path(str(cfg.param.prior)).is_file():
                 # no trained prior here: the same config with a tiny generator and code statistics
                 tiny = torch.nn.Sequential(torch.nn.Linear(4, 3 * 16 * 16), torch.nn.Unflatten(1, (3, 16, 16)),
@@ -45,7 +51,7 @@ def test_every_option_composes_and_instantiates(compose, group):
             built = obj(**kw)
             out = built()
             assert out.shape[:2] == (2, 3) and out.min() >= 0 and out.max() <= 1
-            if name != "generator":  # a generator has its own resolution
+            if name not in ("generator", "latent"):  # a generator has its own resolution
                 assert out.shape[-2:] == (16, 16)
         elif group == "optimizer":
             assert isinstance(obj(params), torch.optim.Optimizer)

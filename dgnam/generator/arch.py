@@ -163,6 +163,8 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """D: (images (B, 3, R, R), codes (B, D)) -> logits (B, 2) (index 1 = real).
 
+    ``spec["in_channels"]`` (default 3) lets the same D judge other inputs, e.g. latents (B, 32, r, r).
+
     Convs from ``spec["convs"]`` (``[channels, kernel, stride]``, padding kernel // 2, LeakyReLU),
     global average pool, dropout, ``image_fc``; the code goes through ``code_fc`` (none if
     ``code_dim`` is 0 or ``code_fc`` is empty... then the code is ignored); both are concatenated and
@@ -175,7 +177,7 @@ class Discriminator(nn.Module):
         self.spec = spec
         slope = spec.get("slope", 0.3)
         convs: list[nn.Module] = []
-        c = 3
+        c = int(spec.get("in_channels", 3))  # 3 for images, 32 for TAEF2 latents
         for ch, k, s in spec["convs"]:
             convs += [nn.Conv2d(c, ch, k, stride=s, padding=k // 2), nn.LeakyReLU(slope)]
             c = ch

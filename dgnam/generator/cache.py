@@ -27,8 +27,14 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 
+def latent_describe(latent_encoder: Any) -> dict[str, Any]:
+    """What determines a latent encoder's output: its kind and the name of its weights file."""
+    wf = getattr(latent_encoder, "weights_file", None)
+    return {"kind": type(latent_encoder).__name__, "weights_file": Path(wf).name if wf else None}
+
+
 def cache_key(source: Any, limit: int | None, encoder: Encoder, comparator: Comparator | None,
-              resolution: int, flips: bool, load_size: int) -> str:
+              resolution: int, flips: bool, load_size: int, latent_encoder: Any = None) -> str:
     """A short hash of everything that determines the cache's content."""
     from dgnam.data import expand_files
 
@@ -40,13 +46,16 @@ def cache_key(source: Any, limit: int | None, encoder: Encoder, comparator: Comp
             "limit": limit, "encoder": encoder.describe(),
             "comparator": comparator.describe() if comparator is not None else None,
             "resolution": resolution, "flips": flips, "load_size": load_size}
+    if latent_encoder is not None:  # (absent from older keys, so their caches stay valid)
+        desc["latent"] = latent_describe(latent_encoder)
     return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @torch.inference_mode()
 def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None, resolution: int,
                    load_size: int = 128, flips: bool = True, limit: int | None = None, batch_size: int = 64,
-                   device: str | torch.device = "cpu", progress: bool = True) -> dict[str, Any]:
+                   device: str | torch.device = "cpu", progress: bool = True,
+                   latent_encoder: Any = None) -> dict[str, Any]:
     """Decode, centre-crop and encode every image of ``source`` (a Parquet glob/list or a folder).
 
     Each image is cropped to its central square and resized to ``load_size`` (what E sees, after
@@ -54,13 +63,16 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
 
     Returns a dict: ``images`` uint8 (N, 3, R, R); ``codes`` fp16 (N, V, D) with V = 2 views
     (original, mirrored) or 1; ``feats`` fp16 (N, V, ...) or None; ``labels`` int64 (N,);
-    ``skipped`` (undecodable files, counted, not fatal); ``meta``.
+    ``skipped`` (undecodable files, counted, not fatal); ``meta``; with ``latent_encoder`` (e.g.
+    :class:`dgnam.generator.taef2.TAEF2Encoder`) also ``latents`` fp16 (N, V, C, r, r) of the
+    ``resolution`` images (the regression targets of a latent prior).
     """
     src = open_source(source, limit=limit)
     n = len(src)
     images: list[Tensor] = []
     codes: list[Tensor] = []
     feats: list[Tensor] = []
+    latents: list[Tensor] = []
     labels: list[int] = []
     skipped = 0
     t0 = time.time()
@@ -76,6 +88,8 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
         codes.append(torch.stack([encoder(x).half().cpu() for x in xs], 1))  # (b, V, D)
         if comparator is not None:
             feats.append(torch.stack([comparator(s).half().cpu() for s in ss], 1))
+        if latent_encoder is not None:
+            latents.append(torch.stack([latent_encoder(s).half().cpu() for s in ss], 1))
         images.append((small * 255).round().clamp(0, 255).to(torch.uint8).cpu())
 
     batch: list[Tensor] = []
@@ -104,21 +118,25 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
         "images": torch.cat(images), "codes": torch.cat(codes),
         "feats": torch.cat(feats) if feats else None, "labels": torch.tensor(labels, dtype=torch.int64),
         "skipped": skipped, "views": views,
+        **({"latents": torch.cat(latents)} if latents else {}),
         "meta": {"encoder": encoder.describe(), "comparator": comparator.describe() if comparator else None,
+                 "latent": latent_describe(latent_encoder) if latent_encoder is not None else None,
                  "resolution": resolution, "load_size": load_size, "flips": flips, "version": CACHE_VERSION},
     }
 
 
 def load_or_encode(cache_dir: str | Path, source: Any, encoder: Encoder, comparator: Comparator | None,
                    resolution: int, load_size: int = 128, flips: bool = True, limit: int | None = None,
-                   batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, Any]:
+                   batch_size: int = 64, device: str | torch.device = "cpu",
+                   latent_encoder: Any = None) -> dict[str, Any]:
     """:func:`encode_dataset`, stored under ``cache_dir`` by a hash of its inputs and reused."""
-    key = cache_key(source, limit, encoder, comparator, resolution, flips, load_size)
+    key = cache_key(source, limit, encoder, comparator, resolution, flips, load_size, latent_encoder)
     path = Path(cache_dir) / f"codes-{key}.pt"
     if path.is_file():
         log.info("reading cached codes %s", path)
         return torch.load(path, map_location="cpu", weights_only=True)
     log.info("encoding %s once into %s", source, path)
-    out = encode_dataset(source, encoder, comparator, resolution, load_size, flips, limit, batch_size, device)
+    out = encode_dataset(source, encoder, comparator, resolution, load_size, flips, limit, batch_size, device,
+                         latent_encoder=latent_encoder)
     atomic_write(path, lambda p: torch.save(out, p))
     return out

@@ -24,6 +24,7 @@ from dgnam.generator.encoder import Comparator, Encoder, same_encoder
 from dgnam.generator.losses import (
     Balancer,
     discriminator_losses,
+    euclidean,
     feature_loss,
     generator_adversarial_loss,
     image_loss,
@@ -67,6 +68,8 @@ class GeneratorModule(L.LightningModule):
         grid_images: number of fixed validation images shown as a grid each epoch.
     """
 
+    loss_names = LOSS_TERMS
+
     def __init__(self, generator: nn.Module, encoder: Encoder | None = None, comparator: Comparator | None = None,
                  discriminator: nn.Module | None = None,
                  optimizer_g: Callable[..., Optimizer] | None = None,
@@ -85,9 +88,9 @@ class GeneratorModule(L.LightningModule):
         self.optimizer_d = optimizer_d or (lambda p: torch.optim.Adam(p, lr=2e-4))
         self.scheduler_factory = scheduler
         self.weights = {k: float(v) for k, v in (weights or {"image": 1.0}).items()}
-        unknown = set(self.weights) - set(LOSS_TERMS)
+        unknown = set(self.weights) - set(self.loss_names)
         if unknown:
-            raise DgnamError(f"unknown loss term(s) {', '.join(sorted(unknown))}; valid: {', '.join(LOSS_TERMS)}")
+            raise DgnamError(f"unknown loss term(s) {', '.join(sorted(unknown))}; valid: {', '.join(self.loss_names)}")
         self.balance = balance or Balancer(enabled=False)
         if grad_clip_g is not None and not float(grad_clip_g) > 0:
             raise DgnamError(f"grad_clip_g={grad_clip_g} must be positive (or null: no clipping)")
@@ -145,8 +148,10 @@ class GeneratorModule(L.LightningModule):
             f = self.comparator(x)
         return h.float(), (f.float() if f is not None else None)
 
-    def loss_terms(self, x: Tensor, recon: Tensor, feats: Tensor | None, fake_logits: Tensor | None) -> dict[str, Tensor]:
-        """The G loss terms that have a nonzero weight."""
+    def loss_terms(self, batch: dict[str, Tensor], recon: Tensor, feats: Tensor | None,
+                   fake_logits: Tensor | None) -> dict[str, Tensor]:
+        """The G loss terms that have a nonzero weight (``recon``: what :meth:`fake` gave)."""
+        x = self._layout(batch["image"])
         terms: dict[str, Tensor] = {}
         if self.weights.get("image", 0) > 0:
             terms["image"] = image_loss(recon, x)
@@ -157,6 +162,18 @@ class GeneratorModule(L.LightningModule):
         return terms
 
     # ---------------------------------------------------------------------------------- training
+    def real(self, batch: dict[str, Tensor]) -> Tensor:
+        """What D sees as real: the photos."""
+        return self._layout(batch["image"])
+
+    def fake(self, h: Tensor) -> Tensor:
+        """What D sees as fake, and what the losses compare: G's images (B, 3, R, R)."""
+        return self.generator(h)
+
+    def step_metrics(self, batch: dict[str, Tensor], fake: Tensor) -> dict[str, Tensor]:
+        """Cheap per-step numbers for the log."""
+        return {"train/mse": mse(fake.detach(), batch["image"])}
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         opts = self.optimizers()
         opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, list) else (opts, None)
@@ -167,13 +184,13 @@ class GeneratorModule(L.LightningModule):
         self.skipped_images += int(batch.get("skipped", torch.zeros(())).sum())
         logs: dict[str, Tensor | float] = {}
 
-        recon = self.generator(h)  # (B, 3, R, R)
+        recon = self.fake(h)  # (B, 3, R, R) images, or latents for a latent prior
         train_g = True
         d_real = d_fake = None
         if self.adversarial and opt_d is not None:
             # ---- D step
             with self.toggled_optimizer(opt_d):
-                real_logits = self.discriminator(x, h)
+                real_logits = self.discriminator(self.real(batch), h)
                 fake_logits = self.discriminator(recon.detach(), h)
                 d_real, d_fake = discriminator_losses(real_logits, fake_logits)
                 if self.balance.train_d:
@@ -185,7 +202,7 @@ class GeneratorModule(L.LightningModule):
         # ---- G step
         with self.toggled_optimizer(opt_g):
             fake_logits = self.discriminator(recon, h) if self.adversarial else None
-            terms = self.loss_terms(x, recon, f, fake_logits)
+            terms = self.loss_terms(batch, recon, f, fake_logits)
             total = weighted_sum(terms, self.weights)
             if d_real is not None:
                 _, train_g = self.balance.update(float((d_real + d_fake).detach()), float(terms["adversarial"].detach()))
@@ -202,7 +219,7 @@ class GeneratorModule(L.LightningModule):
         self.iteration += 1
         logs.update({f"train/{k}": v.detach() for k, v in terms.items()})
         logs["train/total"] = total.detach()
-        logs["train/mse"] = mse(recon.detach(), x)
+        logs.update(self.step_metrics(batch, recon))
         logs["lr"] = opt_g.param_groups[0]["lr"]
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x.shape[0])
         self.log("loss", total.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
@@ -262,7 +279,7 @@ class GeneratorModule(L.LightningModule):
 
     # -------------------------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> Any:
-        opt_g = self.optimizer_g(self.generator.parameters())
+        opt_g = self.optimizer_g([p for p in self.generator.parameters() if p.requires_grad])
         opts = [opt_g]
         if self.discriminator is not None:
             opts.append(self.optimizer_d(self.discriminator.parameters()))
@@ -291,3 +308,102 @@ class GeneratorModule(L.LightningModule):
             if k.startswith(("encoder.", "comparator.")):
                 checkpoint["state_dict"][k] = v
         self.balance.train_d = bool(checkpoint.get("dgnam_balancer_train_d", True))
+
+
+# --------------------------------------------------------------------------------------------------
+# Training: DeePSiM's losses where they are cheap
+# --------------------------------------------------------------------------------------------------
+LATENT_LOSS_TERMS = ("latent", "image", "feature", "adversarial")
+
+
+class LatentGeneratorModule(GeneratorModule):
+    """DeePSiM training of a :class:`dgnam.generator.latent.LatentGenerator`'s head (the decoder stays frozen).
+
+    - ``latent``: L2 between H(E(x)) and the photo's latent Enc(x) (``batch["latent"]``, cached, or
+      computed by ``latent_encoder``);
+    - ``adversarial``: D judges latents (the photo's against H's), and sees the code;
+    - ``feature``: C(Dec(H(h))) against C(x), and ``image``: Dec(H(h)) against x in pixels. Both need
+      a decode and its backward pass, the expensive part: they run every ``feature_every`` steps on
+      the first ``feature_items`` items of the batch (``None``: all).
+
+    Other arguments as :class:`GeneratorModule`.
+    """
+
+    loss_names = LATENT_LOSS_TERMS
+
+    def __init__(self, generator: nn.Module, *args: Any, latent_encoder: nn.Module | None = None,
+                 feature_every: int = 1, feature_items: int | None = None, **kwargs: Any) -> None:
+        super().__init__(generator, *args, **kwargs)
+        if int(feature_every) < 1:
+            raise DgnamError(f"loss.feature_every={feature_every} must be a positive number of steps")
+        if feature_items is not None and int(feature_items) < 1:
+            raise DgnamError(f"loss.feature_items={feature_items} must be positive (or null: every item)")
+        self.latent_encoder = latent_encoder.eval().requires_grad_(False) if latent_encoder is not None else None
+        self.feature_every = int(feature_every)
+        self.feature_items = int(feature_items) if feature_items is not None else None
+
+    def _freeze(self) -> None:
+        super()._freeze()
+        if self.latent_encoder is not None:
+            self.latent_encoder.eval()
+        self.generator.decoder.eval()
+
+    @torch.no_grad()
+    def real_latents(self, batch: dict[str, Tensor]) -> Tensor:
+        z = batch.get("latent")
+        if z is None:
+            if self.latent_encoder is None:
+                raise DgnamError("batch has no cached latents and no latent encoder was given")
+            z = self.latent_encoder(batch["image"])
+            batch["latent"] = z
+        return z.float()
+
+    def real(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.real_latents(batch)
+
+    def fake(self, h: Tensor) -> Tensor:
+        return self.generator.latent(h)  # (B, 32, r, r)
+
+    def decode_due(self) -> bool:
+        """Whether this step runs the decoder for the feature and image terms."""
+        return int(self.iteration) % self.feature_every == 0
+
+    def loss_terms(self, batch: dict[str, Tensor], recon: Tensor, feats: Tensor | None,
+                   fake_logits: Tensor | None) -> dict[str, Tensor]:
+        terms: dict[str, Tensor] = {}
+        if self.weights.get("latent", 0) > 0:
+            terms["latent"] = euclidean(recon, self.real_latents(batch))
+        want_f = self.weights.get("feature", 0) > 0 and self.comparator is not None and feats is not None
+        want_i = self.weights.get("image", 0) > 0
+        if (want_f or want_i) and self.decode_due():
+            k = self.feature_items or recon.shape[0]
+            img = self.generator.decoder(recon[:k])  # (k, 3, R, R), raw (training sees the raw output)
+            if want_f:
+                terms["feature"] = feature_loss(self.comparator(img), feats[:k])
+            if want_i:
+                terms["image"] = image_loss(img, batch["image"][:k])
+        if fake_logits is not None:
+            terms["adversarial"] = generator_adversarial_loss(fake_logits)
+        return terms
+
+    def step_metrics(self, batch: dict[str, Tensor], fake: Tensor) -> dict[str, Tensor]:
+        return {"train/latent_mse": mse(fake.detach(), self.real_latents(batch))}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        super().validation_step(batch, batch_idx)
+        h, _ = self.codes_and_feats(batch)
+        with torch.no_grad():
+            err = mse(self.generator.latent(h), self.real_latents(batch))
+        self.log("val/latent_mse", err, on_epoch=True, batch_size=h.shape[0])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        sd = checkpoint["state_dict"]
+        for k in [k for k in sd if k.startswith("latent_encoder.")]:
+            del sd[k]  # frozen, rebuilt from the config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        for k, v in nn.Module.state_dict(self).items():
+            if k.startswith("latent_encoder."):
+                checkpoint["state_dict"][k] = v

@@ -1,5 +1,9 @@
-"""The trained prior as one file: generator weights (fp16), its spec, the encoder it inverts and the
-code statistics. :func:`load_prior` is what DGN-AM uses."""
+"""The trained prior as one file: generator weights (fp16), its kind and spec, the encoder it inverts
+and the code statistics. :func:`load_prior` is what DGN-AM uses.
+
+Two kinds: ``pixel`` (:class:`dgnam.generator.arch.Generator`, the DeePSiM deconvolution stack) and
+``latent`` (:class:`dgnam.generator.latent.LatentGenerator`, a head into a frozen TAEF2 decoder whose
+weights are stored in the file too)."""
 
 from __future__ import annotations
 
@@ -13,13 +17,16 @@ from torch import Tensor
 from dgnam.cli import atomic_write
 from dgnam.errors import DgnamError, first_line
 from dgnam.generator.arch import Generator
+from dgnam.generator.latent import LatentGenerator
+
+KINDS = ("pixel", "latent")
 
 FORMAT = "dgnam-generator-prior"
 VERSION = 1
 STAT_KEYS = ("code_mean", "code_std", "code_upper")
 
 
-def save_prior(path: str | os.PathLike, generator: Generator, encoder: dict[str, Any], stats: dict[str, Tensor],
+def save_prior(path: str | os.PathLike, generator: Generator | LatentGenerator, encoder: dict[str, Any], stats: dict[str, Tensor],
                extra: dict[str, Any] | None = None, half: bool = True) -> Path:
     """Write the prior file (atomically). ``encoder`` is :meth:`Encoder.describe`; ``stats`` from
     :func:`dgnam.generator.stats.code_statistics`; ``extra`` is free metadata (plain types)."""
@@ -29,7 +36,7 @@ def save_prior(path: str | os.PathLike, generator: Generator, encoder: dict[str,
     sd = {k: (v.detach().half() if half and v.is_floating_point() else v.detach()).cpu().contiguous()
           for k, v in generator.state_dict().items()}
     blob = {
-        "format": FORMAT, "version": VERSION,
+        "format": FORMAT, "version": VERSION, "kind": getattr(generator, "kind", "pixel"),
         "spec": generator.spec, "code_dim": generator.code_dim, "resolution": generator.resolution,
         "encoder": dict(encoder),
         "state_dict": sd,
@@ -41,7 +48,7 @@ def save_prior(path: str | os.PathLike, generator: Generator, encoder: dict[str,
 
 
 def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clamp: bool = True,
-               dtype: torch.dtype = torch.float32) -> tuple[Generator, dict[str, Any]]:
+               dtype: torch.dtype = torch.float32) -> tuple[Generator | LatentGenerator, dict[str, Any]]:
     """Load a prior written by :func:`save_prior`.
 
     Returns ``(generator, info)``: the generator is in eval mode with gradients off for its
@@ -71,8 +78,12 @@ def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clam
         t = blob[k]
         if not isinstance(t, Tensor) or tuple(t.shape) != (d,):
             raise DgnamError(f"generator prior {p}: {k} has shape {tuple(getattr(t, 'shape', ()))}, expected ({d},)")
+    kind = blob.get("kind", "pixel")
+    if kind not in KINDS:
+        raise DgnamError(f"generator prior {p} is of unknown kind {kind!r}; valid: {', '.join(KINDS)}")
     try:
-        g = Generator(d, blob["spec"], clamp=clamp)
+        g = (LatentGenerator(d, blob["spec"], clamp=clamp) if kind == "latent"
+             else Generator(d, blob["spec"], clamp=clamp))
     except Exception as e:
         raise DgnamError(f"generator prior {p}: bad spec ({first_line(e, 120)})") from None
     own = g.state_dict()
@@ -85,7 +96,7 @@ def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clam
     g.load_state_dict({k: v.float() for k, v in sd.items()})
     g = g.to(device=device, dtype=dtype).eval().requires_grad_(False)
     info = {
-        "encoder": dict(blob["encoder"]), "code_dim": d, "resolution": int(blob["resolution"]),
+        "kind": kind, "encoder": dict(blob["encoder"]), "code_dim": d, "resolution": int(blob["resolution"]),
         **{k: blob[k].float().to(device) for k in STAT_KEYS},
         "code_k": float(blob.get("code_k", 3.0)), "spec": blob["spec"], "extra": blob.get("extra", {}),
     }

@@ -156,7 +156,8 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, max_step: int | None 
                 ys.append(float(r[key]))
         return xs, ys
 
-    keys = [k for k in ("train/image", "train/feature", "train/adversarial", "train/total") if rows and k in rows[0]]
+    keys = [k for k in ("train/image", "train/latent", "train/feature", "train/adversarial", "train/total")
+            if rows and k in rows[0]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for k in keys:
         xs, ys = series(k)
@@ -166,7 +167,7 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, max_step: int | None 
     axes[0].set_xlabel("optimizer step")
     axes[0].set_title("training loss terms (unweighted)")
     axes[0].legend()
-    for k in ("train/mse", "val/mse"):
+    for k in ("train/mse", "val/mse", "val/latent_mse"):
         xs, ys = series(k)
         if xs:
             axes[1].plot(xs, ys, label=k, lw=0.8 if k == "train/mse" else 2, marker=None if k == "train/mse" else "o")

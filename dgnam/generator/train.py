@@ -22,7 +22,9 @@ from dgnam.errors import DgnamError, first_line
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.losses import Balancer
-from dgnam.generator.module import GeneratorModule
+from dgnam.generator.latent import LatentGenerator, head_spec
+from dgnam.generator.module import GeneratorModule, LatentGeneratorModule
+from dgnam.generator.taef2 import TAEF2Decoder, TAEF2Encoder
 from dgnam.generator.prior import save_prior
 from dgnam.generator.stats import CodeStats
 from dgnam.models import pick_device
@@ -62,30 +64,47 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     weights = ecfg.target.get("weights_file") or ecfg.target.get("weights")
     encoder = Encoder(target, ecfg.code_layer, ecfg.get("pooling", "none"), ecfg.get("input_size"), weights)
     res = int(cfg.resolution)
-    spec = generator_spec(_plain(cfg.generator.spec), res, _plain(cfg.generator.get("fc")),
-                          float(cfg.generator.get("width", 1.0)), cfg.generator.get("start_channels"))
+    gcfg = cfg.generator
+    kind = gcfg.get("kind", "pixel")
+    if kind not in ("pixel", "latent"):
+        raise DgnamError(f"unknown generator.kind {kind!r}; valid: pixel, latent")
     w = {k: float(v) for k, v in _plain(cfg.loss.weights).items()}
     comparator = None
     if w.get("feature", 0) > 0:
         comparator = Comparator(target, ecfg.comparator_layer, ecfg.get("comparator_input_size") or res)
         comparator.target.layer_shape(ecfg.comparator_layer, comparator.input_size)  # fails early if too small
     code_dim = encoder.code_dim
-    generator = Generator(code_dim, spec)
+    latent_encoder = None
+    if kind == "latent":
+        spec = head_spec(_plain(gcfg.spec), res, _plain(gcfg.get("fc")), float(gcfg.get("width", 1.0)))
+        generator = LatentGenerator(code_dim, spec, TAEF2Decoder(gcfg.decoder_file).to(device))
+        latent_encoder = TAEF2Encoder(gcfg.latent_encoder_file).to(device).eval().requires_grad_(False)
+    else:
+        spec = generator_spec(_plain(gcfg.spec), res, _plain(gcfg.get("fc")), float(gcfg.get("width", 1.0)),
+                              gcfg.get("start_channels"))
+        generator = Generator(code_dim, spec)
     discriminator = None
     if w.get("adversarial", 0) > 0:
-        discriminator = Discriminator(code_dim if cfg.discriminator.get("sees_code", True) else 0,
-                                      _plain(cfg.discriminator.spec))
+        dspec = _plain(cfg.discriminator.spec)
+        if kind == "latent":  # D judges latents
+            dspec = {**dspec, **_plain(cfg.discriminator.get("latent_spec") or {}), "in_channels": 32}
+        discriminator = Discriminator(code_dim if cfg.discriminator.get("sees_code", True) else 0, dspec)
     balance = build(cfg.loss.balance) if cfg.loss.get("balance") else Balancer(enabled=False)
-    module = GeneratorModule(
-        generator, encoder, comparator, discriminator,
+    common = dict(
         optimizer_g=build(cfg.optimizer_g), optimizer_d=build(cfg.optimizer_d),
         scheduler=build(cfg.scheduler) if cfg.get("scheduler") else None,
         weights=w, balance=balance, channels_last=bool(cfg.get("channels_last", True)),
         code_noise=float(cfg.get("code_noise", 0.0)), grid_images=int(cfg.get("grid_images", 16)),
         grad_clip_g=cfg.get("grad_clip_g"),
     )
+    if kind == "latent":
+        module = LatentGeneratorModule(generator, encoder, comparator, discriminator, latent_encoder=latent_encoder,
+                                       feature_every=int(cfg.loss.get("feature_every", 1)),
+                                       feature_items=cfg.loss.get("feature_items"), **common)
+    else:
+        module = GeneratorModule(generator, encoder, comparator, discriminator, **common)
     return {"target": target, "encoder": encoder, "comparator": comparator, "generator": generator,
-            "discriminator": discriminator, "module": module, "spec": spec}
+            "discriminator": discriminator, "module": module, "spec": spec, "latent_encoder": latent_encoder}
 
 
 @torch.no_grad()
@@ -141,7 +160,7 @@ class PeriodicCheckpoint(Callback):
 def load_generator_weights(generator: Generator, ckpt: Path) -> dict[str, Any]:
     """Load G's weights from a Lightning checkpoint of :class:`GeneratorModule`; returns the checkpoint."""
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)  # a crafted pickle cannot run code
         sd = {k[len("generator."):]: v for k, v in state["state_dict"].items() if k.startswith("generator.")}
     except Exception as e:  # a corrupt or foreign file
         raise DgnamError(f"cannot read checkpoint {ckpt}: {type(e).__name__}: {first_line(e)}") from None
@@ -218,7 +237,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     dm = build(cfg.data, resolution=res)
     parts = build_parts(cfg, device)
     module: GeneratorModule = parts["module"]
-    dm.attach(parts["encoder"], parts["comparator"], device)
+    dm.attach(parts["encoder"], parts["comparator"], device, latent_encoder=parts["latent_encoder"])
     if from_ckpt:
         return export_checkpoint(cfg, dm, parts, Path(os.path.expanduser(str(from_ckpt))), out, device)
 

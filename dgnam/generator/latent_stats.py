@@ -1,0 +1,68 @@
+"""Per-channel statistics of real TAEF2 latents, for latent AM's clamp and pull
+(:class:`dgnam.dgn.LatentParam`).
+
+    python -m dgnam.generator.latent_stats --cache outputs/code_cache/codes-<key>.pt \
+        --out dgnam/priors/taef2_latent_stats.pt
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from dgnam.errors import DgnamError, first_line
+
+
+@torch.no_grad()
+def latent_statistics(latents: Tensor, q: float = 0.005) -> dict[str, Tensor]:
+    """Per-channel statistics of real latents (N, C, r, r): ``mean``, ``std`` and the range
+    ``low``, ``high`` = the ``q`` and ``1 - q`` quantiles (over a sample of at most 2^24 values)."""
+    c = latents.shape[1]
+    flat = latents.float().transpose(0, 1).reshape(c, -1)  # (C, N r r)
+    if flat.shape[1] > 2**24 // c:
+        idx = torch.randperm(flat.shape[1], generator=torch.Generator().manual_seed(0))[: 2**24 // c]
+        sample = flat[:, idx]
+    else:
+        sample = flat
+    return {"mean": flat.mean(1), "std": flat.std(1), "low": sample.quantile(q, dim=1),
+            "high": sample.quantile(1 - q, dim=1)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m dgnam.generator.latent_stats --cache CODES.pt --out FILE``: the latent statistics
+    of a code cache written by ``train_generator.py`` with ``generator=latent`` (see docs/generator.md)."""
+    import argparse
+    import sys
+
+    from dgnam.cli import atomic_write
+
+    s = argparse.ArgumentParser(prog="python -m dgnam.generator.latent_stats", description=main.__doc__)
+    s.add_argument("--cache", required=True, help="a codes-*.pt cache that holds latents")
+    s.add_argument("--out", required=True)
+    s.add_argument("--q", type=float, default=0.005, help="low/high quantiles q and 1 - q (default 0.005)")
+    a = s.parse_args(argv)
+    try:
+        if not 0 <= a.q < 0.5:
+            raise DgnamError(f"--q={a.q} must be in [0, 0.5)")
+        try:
+            cache = torch.load(a.cache, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise DgnamError(f"cannot read cache {a.cache}: {first_line(e)}") from None
+        lat = cache.get("latents") if isinstance(cache, dict) else None
+        if not isinstance(lat, Tensor) or lat.dim() != 5:
+            raise DgnamError(f"{a.cache} holds no latents (encode with generator=latent)")
+        st = latent_statistics(lat.flatten(0, 1), a.q)
+        blob = {"format": "dgnam-latent-stats", **st, "q": a.q, "n": int(lat.shape[0]),
+                "source": Path(a.cache).name, "meta": cache.get("meta", {})}
+        atomic_write(a.out, lambda p: torch.save(blob, p))
+        print(f"wrote {a.out}: {lat.shape[0]} images, mean {st['mean'].mean():.3f}, "
+              f"range {st['low'].min():.2f} .. {st['high'].max():.2f}")
+    except DgnamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
