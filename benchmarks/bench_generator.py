@@ -12,6 +12,15 @@ weights, which costs the same):
 - ``recipe 128 px``: the GPU preset's step: G (fc 2048, recipe widths, 128 px) and the discriminator,
   one D step and one G step with image, feature and adversarial terms, E run on every batch.
 
+The latent prior G(h) = Dec(H(h)) at 128 px (head ``--latent-fc`` / ``--latent-width``: the CPU
+preset's by default), one case per loss term, from cached codes, latents and features:
+
+- ``latent``: H forward and backward with the latent regression, Adam (what every item costs);
+- ``latent adversarial``: one D step on latents (D sees the code) and the adversarial term through
+  D, on top of ``latent``;
+- ``latent feature``: the decode Dec(H(h)) and the comparator (features.13.add) on it, forward and
+  backward, on every item (the CPU preset runs it on ``loss.feature_items`` items per step).
+
 Each case runs ``--warmup`` steps, then the median of ``--rounds`` timings of ``--steps`` steps.
 """
 
@@ -28,11 +37,54 @@ from pathlib import Path
 import torch
 
 from dgnam.generator import Comparator, Discriminator, Encoder, Generator, generator_spec
-from dgnam.generator.losses import discriminator_losses, feature_loss, generator_adversarial_loss, image_loss
+from dgnam.generator.latent import LatentGenerator, head_spec
+from dgnam.generator.losses import (
+    discriminator_losses,
+    euclidean,
+    feature_loss,
+    generator_adversarial_loss,
+    image_loss,
+)
+from dgnam.generator.taef2 import TAEF2Decoder
 from dgnam.models import build_target, pick_device
 
 SHARED = Path(os.environ.get("DGNAM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 WEIGHTS = SHARED / "models" / "mobilenet_v2_imagenet.pth"
+DECODER = SHARED / "models" / "taef2_decoder.pth"
+LATENT_D = {"convs": [[128, 3, 1], [256, 3, 2], [256, 3, 2]], "image_fc": [256], "code_fc": [1024, 512],
+            "joint_fc": [512], "dropout": 0.5, "slope": 0.3, "in_channels": 32}
+
+
+def make_latent_step(case: str, target, batch: int, device: torch.device, fc: int, width: float):
+    dec = TAEF2Decoder(str(DECODER) if DECODER.is_file() else None)
+    g = LatentGenerator(1280, head_spec(resolution=128, fc=[fc], width=width), dec).to(device)
+    comp = Comparator(target, "features.13.add", input_size=128)
+    d = Discriminator(1280, LATENT_D).to(device) if case == "latent adversarial" else None
+    opt_g = torch.optim.Adam([p for p in g.parameters() if p.requires_grad], 2e-4)
+    opt_d = torch.optim.Adam(d.parameters(), 2e-4) if d is not None else None
+    h = torch.rand(batch, 1280, device=device)
+    z = torch.randn(batch, 32, 16, 16, device=device)
+    with torch.no_grad():
+        f = comp(torch.rand(batch, 3, 128, 128, device=device))
+
+    def step() -> None:
+        zf = g.latent(h)
+        loss = euclidean(zf, z)
+        if d is not None:
+            d.requires_grad_(True)
+            lr_, lf_ = discriminator_losses(d(z, h), d(zf.detach(), h))
+            opt_d.zero_grad(set_to_none=True)
+            (lr_ + lf_).backward()
+            opt_d.step()
+            d.requires_grad_(False)
+            loss = loss + 100 * generator_adversarial_loss(d(zf, h))
+        if case == "latent feature":
+            loss = loss + 0.02 * feature_loss(comp(g.decoder(zf)), f)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+
+    return step
 
 
 def make_step(case: str, target, batch: int, device: torch.device):
@@ -88,7 +140,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--cases", nargs="+", default=["cpu-preset cached", "cpu-preset online", "recipe 128 px"])
+    ap.add_argument("--cases", nargs="+", default=["cpu-preset cached", "cpu-preset online", "recipe 128 px",
+                                                   "latent", "latent adversarial", "latent feature"])
+    ap.add_argument("--latent-fc", type=int, default=1024, help="the latent head's fc width")
+    ap.add_argument("--latent-width", type=float, default=0.5, help="the latent head's channel multiplier")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     device = pick_device(a.device)
@@ -97,7 +152,8 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or platform.machine()}"
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, batch {a.batch}")
     for case in a.cases:
-        step = make_step(case, target, a.batch, device)
+        step = (make_latent_step(case, target, a.batch, device, a.latent_fc, a.latent_width)
+                if case.startswith("latent") else make_step(case, target, a.batch, device))
         for _ in range(a.warmup):
             step()
         times = []
@@ -111,7 +167,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         ips = a.batch * a.steps / statistics.median(times)
-        print(f"{case:20s} {ips:8.1f} images/s (median of {a.rounds} x {a.steps} steps)")
+        print(f"{case:20s} {ips:8.1f} images/s (median of {a.rounds} x {a.steps} steps)", flush=True)
 
 
 if __name__ == "__main__":

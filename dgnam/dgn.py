@@ -157,16 +157,11 @@ STATS_FORMAT = "dgnam-latent-stats"
 def load_latent_stats(path: str | Path) -> dict[str, Tensor]:
     """Per-channel statistics of real TAEF2 latents (``mean``, ``std``, ``low``, ``high``: (C,)),
     written by ``python -m dgnam.generator.latent_stats``; loaded without running code."""
-    from dgnam.errors import first_line
+    from dgnam.safeload import load_file
 
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise DgnamError(f"latent statistics file not found: {p} (param.stats=<file>; rebuild it with "
-                         f"python -m dgnam.generator.latent_stats)")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DgnamError(f"cannot read latent statistics {p}: {first_line(e)}") from None
+    blob = load_file(p, "latent statistics file", " (param.stats=<file>; rebuild it with "
+                     "python -m dgnam.generator.latent_stats)")
     if not isinstance(blob, dict) or blob.get("format") != STATS_FORMAT:
         raise DgnamError(f"{p} is not a latent statistics file (no format tag {STATS_FORMAT!r})")
     keys = ("mean", "std", "low", "high")

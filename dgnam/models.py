@@ -21,6 +21,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+from dgnam.safeload import check_state_dict, load_file
 from dgnam.errors import DgnamError, choices, first_line
 
 log = logging.getLogger(__name__)
@@ -279,27 +280,13 @@ def build_target(
     categories: Sequence[str] | None = imagenet_categories() if num_classes == 1000 else None
     if weights_file:
         path = Path(os.path.expanduser(str(weights_file)))
-        if not path.is_file():
-            raise DgnamError(f"weights file not found: {path}")
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise DgnamError(f"cannot read weights file {path}: {first_line(e, 160)}") from None
+        state = load_file(path, "weights file")
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
             raise DgnamError(f"weights file {path} holds a {type(state).__name__}, not a state_dict")
-        own = model.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or shape:
-            first = (missing + unexpected + shape)[0]
-            raise DgnamError(
-                f"weights file {path} does not fit {arch}: {len(missing)} missing, {len(unexpected)} "
-                f"unexpected and {len(shape)} mis-shaped keys (first: {first!r}); is it for another architecture?"
-            )
+        check_state_dict(model.state_dict(), state, f"weights file {path} does not fit {arch} (another architecture?)")
         model.load_state_dict(state)
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
         input_size = input_size or 224

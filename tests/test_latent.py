@@ -6,6 +6,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import DATA, SHARED, needs_shared
+from test_generator import _changed, _snap, _trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -66,7 +67,7 @@ def test_decoder_file_errors_are_one_line(tmp_path):
         TAEF2Decoder(bad)
     other = tmp_path / "encoder_as_decoder.pth"
     torch.save(build([["conv", 3, 64, 1, True]]).state_dict(), other)  # keys of another architecture
-    with pytest.raises(DgnamError, match=r"does not fit the TAEF2 decoder architecture .*missing"):
+    with pytest.raises(DgnamError, match=r"does not fit the TAEF2 decoder architecture: .*missing"):
         TAEF2Decoder(other)
     shaped = tmp_path / "shaped.pth"
     sd = TAEF2Decoder(None).layers.state_dict()
@@ -132,21 +133,6 @@ def _module(tiny_target, **kw):
     m = LatentGeneratorModule(g, enc, comp, d, latent_encoder=TAEF2Encoder(None), balance=Balancer(enabled=False),
                               **kw)
     return m, enc, comp, g, d
-
-
-def _trainer(tmp_path, **kw):
-    args = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path))
-    args.update(kw)
-    return L.Trainer(**args)
-
-
-def _snap(mod):
-    return {k: v.detach().clone() for k, v in mod.state_dict().items()}
-
-
-def _changed(before, mod):
-    return {k for k, v in mod.state_dict().items() if not torch.equal(before[k], v)}
 
 
 def test_d_step_and_g_step_change_only_their_own_parameters(tiny_target, tmp_path):

@@ -91,7 +91,35 @@ def generator_spec(base: dict[str, Any] | None = None, resolution: int = 256, fc
     return spec
 
 
-class Generator(nn.Module):
+def fc_stack(code_dim: int, widths: Sequence[int], slope: float) -> nn.Sequential:
+    """Linear + LeakyReLU for each width in turn, from ``code_dim`` inputs."""
+    layers: list[nn.Module] = []
+    d = int(code_dim)
+    for w in widths:
+        layers += [nn.Linear(d, int(w)), nn.LeakyReLU(slope)]
+        d = int(w)
+    return nn.Sequential(*layers)
+
+
+class StandardizedInput(nn.Module):
+    """Base for networks whose first layer sees standardized codes ``(h - in_mean) * in_scale``
+    (two buffers (D,), 0 and 1 until :meth:`set_input_stats`)."""
+
+    def _init_input(self, code_dim: int) -> None:
+        self.register_buffer("in_mean", torch.zeros(code_dim))
+        self.register_buffer("in_scale", torch.ones(code_dim))
+
+    @torch.no_grad()
+    def set_input_stats(self, mean: Tensor, std: Tensor, eps: float = 1e-2) -> None:
+        """Standardize inputs with per-unit ``mean`` and ``std`` (D,) (``eps`` guards dead units)."""
+        self.in_mean.copy_(mean.reshape(-1).to(self.in_mean))
+        self.in_scale.copy_(1.0 / (std.reshape(-1).to(self.in_scale) + eps))
+
+    def standardize(self, code: Tensor) -> Tensor:
+        return (code - self.in_mean) * self.in_scale
+
+
+class Generator(StandardizedInput):
     """G: codes (B, D) -> images (B, 3, R, R), nominally in [0, 1] (no output nonlinearity).
 
     The first layer sees standardized codes ``(h - in_mean) * in_scale``: two fixed buffers (0 and 1
@@ -108,16 +136,10 @@ class Generator(nn.Module):
     def __init__(self, code_dim: int, spec: dict[str, Any], clamp: bool = False) -> None:
         super().__init__()
         self.code_dim, self.spec, self.clamp = int(code_dim), copy.deepcopy(spec), clamp
-        self.register_buffer("in_mean", torch.zeros(self.code_dim))
-        self.register_buffer("in_scale", torch.ones(self.code_dim))
+        self._init_input(self.code_dim)
         slope = spec.get("slope", 0.3)
         s0, c0 = spec.get("start_size", 4), spec["start_channels"]
-        layers: list[nn.Module] = []
-        d = self.code_dim
-        for w in list(spec["fc"]) + [c0 * s0 * s0]:
-            layers += [nn.Linear(d, w), nn.LeakyReLU(slope)]
-            d = w
-        self.fc = nn.Sequential(*layers)
+        self.fc = fc_stack(self.code_dim, list(spec["fc"]) + [c0 * s0 * s0], slope)
         convs: list[nn.Module] = []
         c, side = c0, s0
         ku, kc = spec.get("up_kernel", 4), spec.get("conv_kernel", 3)
@@ -146,15 +168,9 @@ class Generator(nn.Module):
         nn.init.normal_(last.weight, std=1e-3)  # start near a flat grey image
         nn.init.constant_(last.bias, 0.5)
 
-    @torch.no_grad()
-    def set_input_stats(self, mean: Tensor, std: Tensor, eps: float = 1e-2) -> None:
-        """Standardize inputs with per-unit ``mean`` and ``std`` (D,) (``eps`` guards dead units)."""
-        self.in_mean.copy_(mean.reshape(-1).to(self.in_mean))
-        self.in_scale.copy_(1.0 / (std.reshape(-1).to(self.in_scale) + eps))
-
     def forward(self, code: Tensor) -> Tensor:
         c0, s0 = self.start
-        code = (code - self.in_mean) * self.in_scale  # (B, D) standardized
+        code = self.standardize(code)  # (B, D)
         x = self.fc(code).view(code.shape[0], c0, s0, s0)  # (B, C0, 4, 4)
         x = self.deconv(x)  # (B, 3, R, R)
         return x.clamp(0, 1) if self.clamp else x

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from dgnam.errors import DgnamError
+from dgnam.generator.arch import StandardizedInput, fc_stack
 from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, latent_side
 
 KIND = "latent"
@@ -70,23 +71,17 @@ def head_spec(base: dict[str, Any] | None = None, resolution: int = 128, fc: lis
     return spec
 
 
-class LatentHead(nn.Module):
+class LatentHead(StandardizedInput):
     """H: codes (B, D) -> latents (B, C, r, r), from a :func:`head_spec` (inputs standardized as in
     :class:`dgnam.generator.arch.Generator`)."""
 
     def __init__(self, code_dim: int, spec: dict[str, Any]) -> None:
         super().__init__()
         self.code_dim, self.spec = int(code_dim), copy.deepcopy(spec)
-        self.register_buffer("in_mean", torch.zeros(self.code_dim))
-        self.register_buffer("in_scale", torch.ones(self.code_dim))
+        self._init_input(self.code_dim)
         slope = spec.get("slope", 0.2)
         s0, c0 = spec.get("start_size", 4), spec["start_channels"]
-        layers: list[nn.Module] = []
-        d = self.code_dim
-        for w in list(spec["fc"]) + [c0 * s0 * s0]:
-            layers += [nn.Linear(d, w), nn.LeakyReLU(slope)]
-            d = w
-        self.fc = nn.Sequential(*layers)
+        self.fc = fc_stack(self.code_dim, list(spec["fc"]) + [c0 * s0 * s0], slope)
         convs: list[nn.Module] = []
         c = c0
         for kind, ch in spec["stack"]:
@@ -105,7 +100,7 @@ class LatentHead(nn.Module):
 
     def forward(self, code: Tensor) -> Tensor:
         c0, s0 = self.start
-        h = (code - self.in_mean) * self.in_scale  # (B, D) standardized
+        h = self.standardize(code)  # (B, D)
         x = self.fc(h).view(code.shape[0], c0, s0, s0)  # (B, C0, 4, 4)
         return self.convs(x)  # (B, 32, r, r)
 
@@ -140,11 +135,9 @@ class LatentGenerator(nn.Module):
         self.decoder.eval()
         return self
 
-    @torch.no_grad()
     def set_input_stats(self, mean: Tensor, std: Tensor, eps: float = 1e-2) -> None:
         """Standardize the head's inputs with per-unit ``mean`` and ``std`` (D,)."""
-        self.head.in_mean.copy_(mean.reshape(-1).to(self.head.in_mean))
-        self.head.in_scale.copy_(1.0 / (std.reshape(-1).to(self.head.in_scale) + eps))
+        self.head.set_input_stats(mean, std, eps)
 
     def latent(self, code: Tensor) -> Tensor:
         """H(h): (B, D) -> (B, 32, R/8, R/8)."""

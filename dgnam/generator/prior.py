@@ -16,6 +16,7 @@ from torch import Tensor
 
 from dgnam.cli import atomic_write
 from dgnam.errors import DgnamError, first_line
+from dgnam.safeload import check_state_dict, load_file
 from dgnam.generator.arch import Generator
 from dgnam.generator.latent import LatentGenerator
 
@@ -60,12 +61,7 @@ def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clam
     Raises :class:`DgnamError` for a missing, unreadable or incomplete file.
     """
     p = Path(os.path.expanduser(str(path)))
-    if not p.is_file():
-        raise DgnamError(f"generator prior not found: {p}")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DgnamError(f"cannot read generator prior {p}: {first_line(e, 160)}") from None
+    blob = load_file(p, "generator prior")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise DgnamError(f"{p} is not a dgnam generator prior (no format tag {FORMAT!r})")
     need = ("spec", "code_dim", "resolution", "encoder", "state_dict", *STAT_KEYS)
@@ -86,13 +82,10 @@ def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clam
              else Generator(d, blob["spec"], clamp=clamp))
     except Exception as e:
         raise DgnamError(f"generator prior {p}: bad spec ({first_line(e, 120)})") from None
-    own = g.state_dict()
     sd = blob["state_dict"]
-    bad = [k for k in own if k not in sd or tuple(sd[k].shape) != tuple(own[k].shape)]
-    extra = [k for k in sd if k not in own]
-    if bad or extra:
-        raise DgnamError(f"generator prior {p}: weights do not fit its spec ({len(bad)} missing or mis-shaped, "
-                         f"{len(extra)} unexpected; first: {(bad + extra)[0]!r})")
+    if not isinstance(sd, dict):
+        raise DgnamError(f"generator prior {p}: its state_dict is a {type(sd).__name__}")
+    check_state_dict(g.state_dict(), sd, f"generator prior {p}: weights do not fit its spec")
     g.load_state_dict({k: v.float() for k, v in sd.items()})
     g = g.to(device=device, dtype=dtype).eval().requires_grad_(False)
     info = {

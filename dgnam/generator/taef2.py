@@ -26,7 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dgnam.errors import DgnamError, first_line
+from dgnam.errors import DgnamError
+from dgnam.safeload import check_state_dict, load_file
 
 LATENT_CHANNELS = 32
 SCALE = 8  # image side / latent side
@@ -105,23 +106,10 @@ def build(spec: list[list[Any]]) -> nn.Sequential:
 
 def load_state(module: nn.Module, path: str | os.PathLike, what: str) -> nn.Module:
     """Load ``path`` into ``module`` with ``weights_only=True`` and a strict key/shape check."""
-    p = Path(os.path.expanduser(str(path)))
-    if not p.is_file():
-        raise DgnamError(f"{what} weights not found: {p} ({WHERE})")
-    try:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DgnamError(f"cannot read {what} weights {p}: {first_line(e)}") from None
+    sd = load_file(path, f"{what} weights", f" ({WHERE})")
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise DgnamError(f"{p} is not a state_dict of tensors (expected the {what} weights)")
-    own = module.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shaped = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shaped:
-        first = (missing + unexpected + shaped)[0]
-        raise DgnamError(f"{p} does not fit the {what} architecture ({len(missing)} missing, {len(unexpected)} "
-                         f"unexpected, {len(shaped)} mis-shaped keys; first: {first!r})")
+        raise DgnamError(f"{path} is not a state_dict of tensors (expected the {what} weights)")
+    check_state_dict(module.state_dict(), sd, f"{path} does not fit the {what} architecture")
     module.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     return module
 

@@ -1,0 +1,39 @@
+"""Reading the files a user passes so that they cannot run code: ``torch.load(weights_only=True)``
+and explicit key/shape checks, each failure one line that names the file."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dgnam.errors import DgnamError, first_line
+
+
+def load_file(path: str | os.PathLike, what: str, hint: str = "") -> Any:
+    """``torch.load`` of ``path`` with ``weights_only=True`` (tensors and plain containers only).
+
+    Raises :class:`DgnamError` ``"<what> not found: <path><hint>"`` or ``"cannot read <what>
+    <path>: <reason>"``."""
+    p = Path(os.path.expanduser(str(path)))
+    if not p.is_file():
+        raise DgnamError(f"{what} not found: {p}{hint}")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DgnamError(f"cannot read {what} {p}: {first_line(e, 160)}") from None
+
+
+def check_state_dict(own: Mapping[str, torch.Tensor], state: Mapping[str, Any], what: str) -> None:
+    """Every key of ``own`` in ``state`` with the same shape and no other key; else a
+    :class:`DgnamError` ``"<what>: N missing, N unexpected and N mis-shaped keys (first: ...)"``."""
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
+    if missing or unexpected or shaped:
+        first = (missing + unexpected + shaped)[0]
+        raise DgnamError(f"{what}: {len(missing)} missing, {len(unexpected)} unexpected and {len(shaped)} "
+                         f"mis-shaped keys (first: {first!r})")
