@@ -77,6 +77,12 @@ class GeneratorParam(ImageParam):
         encoder_weights: str | None = None,
     ) -> None:
         super().__init__()
+        if not 0 <= float(decay) < 1:
+            raise DgnamError(f"param.decay={decay} must be in [0, 1) (h *= 1 - decay after every step)")
+        if clamp_k is not None and float(clamp_k) < 0:
+            raise DgnamError(f"param.clamp_k={clamp_k} must be >= 0 (upper = mean + clamp_k * std), or null: no clamp")
+        if float(l2) < 0 or float(init_sd) < 0:
+            raise DgnamError(f"param.l2={l2} and param.init_sd={init_sd} must be >= 0")
         info = None
         if prior is not None:
             if not Path(prior).is_file():

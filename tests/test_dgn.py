@@ -159,3 +159,12 @@ def test_start_from_an_image_encodes_it_with_the_priors_encoder(tmp_path):
         GeneratorParam(img, noise=False, prior=str(prior))
     with pytest.raises(DgnamError, match="encoder weights file not found"):
         GeneratorParam(img, noise=False, prior=str(prior), encoder_weights=str(tmp_path / "nope.pth"))
+
+
+@pytest.mark.parametrize("kw, match", [({"decay": 1.5}, "param.decay=1.5 must be in"),
+                                       ({"decay": -0.1}, "param.decay=-0.1"),
+                                       ({"clamp_k": -1.0}, "param.clamp_k=-1.0 must be >= 0"),
+                                       ({"init_sd": -1.0}, "param.init_sd=-1.0")])
+def test_out_of_range_code_priors_are_user_errors(kw, match):
+    with pytest.raises(DgnamError, match=match):
+        _param(**kw)

@@ -268,7 +268,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
         parts["generator"].set_input_stats(st["code_mean"], st["code_std"])
     trainer = L.Trainer(**tcfg, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                         precision=precision, default_root_dir=str(out), logger=loggers, callbacks=callbacks)
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
 
     # the prior: best weights by validation reconstruction when there are any, else the last
     best = best_cb.best_model_path if best_cb is not None and best_cb.best_model_path else None
