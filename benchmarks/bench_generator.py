@@ -55,6 +55,16 @@ LATENT_D = {"convs": [[128, 3, 1], [256, 3, 2], [256, 3, 2]], "image_fc": [256],
             "joint_fc": [512], "dropout": 0.5, "slope": 0.3, "in_channels": 32}
 
 
+def d_step(d, opt_d, real, fake, h) -> None:
+    """One D update on real and (detached) fake inputs; D's weights are frozen again after it."""
+    d.requires_grad_(True)
+    lr_, lf_ = discriminator_losses(d(real, h), d(fake.detach(), h))
+    opt_d.zero_grad(set_to_none=True)
+    (lr_ + lf_).backward()
+    opt_d.step()
+    d.requires_grad_(False)
+
+
 def make_latent_step(case: str, target, batch: int, device: torch.device, fc: int, width: float):
     dec = TAEF2Decoder(str(DECODER) if DECODER.is_file() else None)
     g = LatentGenerator(1280, head_spec(resolution=128, fc=[fc], width=width), dec).to(device)
@@ -71,12 +81,7 @@ def make_latent_step(case: str, target, batch: int, device: torch.device, fc: in
         zf = g.latent(h)
         loss = euclidean(zf, z)
         if d is not None:
-            d.requires_grad_(True)
-            lr_, lf_ = discriminator_losses(d(z, h), d(zf.detach(), h))
-            opt_d.zero_grad(set_to_none=True)
-            (lr_ + lf_).backward()
-            opt_d.step()
-            d.requires_grad_(False)
+            d_step(d, opt_d, z, zf, h)
             loss = loss + 100 * generator_adversarial_loss(d(zf, h))
         if case == "latent feature":
             loss = loss + 0.02 * feature_loss(comp(g.decoder(zf)), f)
@@ -116,12 +121,7 @@ def make_step(case: str, target, batch: int, device: torch.device):
                     h, f = enc(photos), comp(x)
             r = g(h)
             if d is not None:
-                d.requires_grad_(True)
-                lr_, lf_ = discriminator_losses(d(x, h), d(r.detach(), h))
-                opt_d.zero_grad(set_to_none=True)
-                (lr_ + lf_).backward()
-                opt_d.step()
-                d.requires_grad_(False)
+                d_step(d, opt_d, x, r, h)
             loss = 0.13 * image_loss(r, x) + 0.005 * feature_loss(comp(r), f)
             if d is not None:
                 loss = loss + 100 * generator_adversarial_loss(d(r, h))

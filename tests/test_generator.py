@@ -333,7 +333,7 @@ def test_every_config_composes(compose):
             cfg = compose([f"{group}={name}"], name="train_generator")
             assert cfg[group] is not None
     presets = sorted(p.stem for p in (conf / "experiment_train").glob("*.yaml"))
-    assert {"mobilenet_v2_cpu", "mobilenet_v2_gpu"} <= set(presets)
+    assert {"mobilenet_v2_cpu", "mobilenet_v2_gpu", "mobilenet_v2_latent_cpu", "mobilenet_v2_latent_gpu"} <= set(presets)
     for name in presets:
         cfg = compose([f"experiment_train={name}"], name="train_generator")
         assert cfg.encoder.code_layer == "flatten" and cfg.resolution in (64, 128)
@@ -357,6 +357,23 @@ def test_gpu_preset_builds_and_fits_50_mb(compose):
     assert g(torch.rand(1, 1280)).shape == (1, 3, 128, 128)
     assert sum(p.numel() for p in g.parameters()) * 2 < 50e6  # fp16 bytes
     assert parts["discriminator"] is not None and parts["module"].balance.enabled
+
+
+@pytest.mark.parametrize("preset", ["mobilenet_v2_latent_cpu", "mobilenet_v2_latent_gpu"])
+def test_latent_presets_build_and_fit_50_mb(compose, preset):
+    from dgnam.generator.latent import LatentGenerator
+    from dgnam.generator.module import LatentGeneratorModule
+    from dgnam.generator.train import build_parts
+
+    cfg = compose([f"experiment_train={preset}", "encoder=mobilenet_v2_random", "encoder.input_size=64",
+                   "generator.decoder_file=null", "generator.latent_encoder_file=null"], name="train_generator")
+    parts = build_parts(cfg, torch.device("cpu"))
+    g = parts["generator"]
+    assert isinstance(g, LatentGenerator) and isinstance(parts["module"], LatentGeneratorModule)
+    assert g(torch.rand(1, 1280)).shape == (1, 3, 128, 128)
+    assert sum(p.numel() for p in g.parameters()) * 2 < 50e6  # fp16 bytes, decoder included
+    assert parts["discriminator"].convs[0].in_channels == 32  # D judges latents
+    assert parts["module"].balance.enabled and parts["latent_encoder"] is not None
 
 
 def test_run_end_to_end_and_resume(compose, tmp_path):
