@@ -1,6 +1,6 @@
 """Speed of DGN-AM: unit-steps per second through a generator prior, at several batch sizes.
 
-    python benchmarks/bench_dgnam.py                                  # the packaged prior, batch 1 and 32
+    python benchmarks/bench_dgnam.py --batches 1 20                   # the default (latent) prior
     python benchmarks/bench_dgnam.py --prior my_prior.pt --device cuda --batches 1 32 128
 
 Each step is the recipe's: G(h) -> resize to the target's input -> class logit -> normalized
@@ -40,7 +40,7 @@ def run(target, prior: str, batch: int, steps: int, device: torch.device) -> flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prior", default=str(PRIORS_DIR / "mobilenet_v2_pool_g64.pt"))
+    ap.add_argument("--prior", default=str(PRIORS_DIR / "mobilenet_v2_latent_g128.pt"))
     ap.add_argument("--arch", default="mobilenet_v2")
     ap.add_argument("--weights-file", default=None)
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
