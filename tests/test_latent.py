@@ -377,3 +377,28 @@ def test_latent_stats_cli(tmp_path, capsys):
         stats_main(["--cache", str(tmp_path / "nolat.pt"), "--out", str(tmp_path / "t.pt")])
     assert e.value.code == 2 and "holds no latents" in capsys.readouterr().err
     assert not (tmp_path / "t.pt").exists()
+
+
+REPO_PRIORS = __import__("pathlib").Path(__file__).resolve().parents[1] / "dgnam" / "priors"
+
+
+def test_shipped_latent_prior_and_statistics_load():
+    g, info = load_prior(REPO_PRIORS / "mobilenet_v2_latent_g128.pt")
+    assert isinstance(g, LatentGenerator) and info["kind"] == "latent"
+    assert info["code_dim"] == 1280 and info["resolution"] == 128
+    assert info["encoder"]["layer"] == "flatten" and info["encoder"]["weights_file"] == "mobilenet_v2_imagenet.pth"
+    assert (info["code_upper"] >= info["code_mean"]).all()
+    out = g(info["code_mean"][None])
+    assert out.shape == (1, 3, 128, 128) and 0 <= out.min() and out.max() <= 1
+    assert (REPO_PRIORS / "mobilenet_v2_latent_g128.pt").stat().st_size < 50e6
+    st = load_latent_stats(REPO_PRIORS / "taef2_latent_stats.pt")
+    assert st["mean"].shape == (32,) and (st["low"] < st["mean"]).all() and (st["mean"] < st["high"]).all()
+    assert (REPO_PRIORS / "LICENSE-taef2.txt").is_file()  # the decoder's weights ship in the prior
+
+
+@needs_shared(DEC)
+def test_shipped_latent_prior_decoder_is_taef2():
+    g, _ = load_prior(REPO_PRIORS / "mobilenet_v2_latent_g128.pt")
+    ref = TAEF2Decoder(DEC)
+    for k, v in ref.layers.state_dict().items():
+        assert torch.allclose(g.decoder.layers.state_dict()[k], v.float(), atol=1e-3), k
