@@ -241,9 +241,15 @@ class GeneratorModule(L.LightningModule):
         self.log("val/psnr", psnr(out, x), on_epoch=True, batch_size=n)
         if self.comparator is not None and f is not None:
             self.log("val/feature_mse", mse(self.comparator(out), f), on_epoch=True, batch_size=n)
+        for k, v in self.validation_metrics(batch, h).items():
+            self.log(k, v, on_epoch=True, batch_size=n)
         if batch_idx == 0 and self._fixed is None:
             k = min(self.grid_images, n)
             self._fixed = {"image": batch["image"][:k].detach().cpu(), "code": h[:k].detach().cpu()}
+
+    def validation_metrics(self, batch: dict[str, Tensor], h: Tensor) -> dict[str, Tensor]:
+        """Numbers a subclass adds to the validation log, from the batch and its codes ``h``."""
+        return {}
 
     @torch.no_grad()
     def fixed_grid(self) -> Tensor | None:
@@ -389,12 +395,9 @@ class LatentGeneratorModule(GeneratorModule):
     def step_metrics(self, batch: dict[str, Tensor], fake: Tensor) -> dict[str, Tensor]:
         return {"train/latent_mse": mse(fake.detach(), self.real_latents(batch))}
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        super().validation_step(batch, batch_idx)
-        h, _ = self.codes_and_feats(batch)
-        with torch.no_grad():
-            err = mse(self.generator.latent(h), self.real_latents(batch))
-        self.log("val/latent_mse", err, on_epoch=True, batch_size=h.shape[0])
+    @torch.no_grad()
+    def validation_metrics(self, batch: dict[str, Tensor], h: Tensor) -> dict[str, Tensor]:
+        return {"val/latent_mse": mse(self.generator.latent(h), self.real_latents(batch))}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
