@@ -21,12 +21,12 @@ from dgnam.cli import run_dir
 from dgnam.errors import DgnamError, first_line
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.encoder import Comparator, Encoder
-from dgnam.generator.losses import Balancer
 from dgnam.generator.latent import LatentGenerator, head_spec
+from dgnam.generator.losses import Balancer
 from dgnam.generator.module import GeneratorModule, LatentGeneratorModule
-from dgnam.generator.taef2 import TAEF2Decoder, TAEF2Encoder
-from dgnam.generator.prior import save_prior
+from dgnam.generator.prior import KINDS, save_prior
 from dgnam.generator.stats import CodeStats
+from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, TAEF2Encoder
 from dgnam.models import pick_device
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,8 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     res = int(cfg.resolution)
     gcfg = cfg.generator
     kind = gcfg.get("kind", "pixel")
-    if kind not in ("pixel", "latent"):
-        raise DgnamError(f"unknown generator.kind {kind!r}; valid: pixel, latent")
+    if kind not in KINDS:
+        raise DgnamError(f"unknown generator.kind {kind!r}; valid: {', '.join(KINDS)}")
     w = {k: float(v) for k, v in _plain(cfg.loss.weights).items()}
     comparator = None
     if w.get("feature", 0) > 0:
@@ -87,7 +87,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     if w.get("adversarial", 0) > 0:
         dspec = _plain(cfg.discriminator.spec)
         if kind == "latent":  # D judges latents
-            dspec = {**dspec, **_plain(cfg.discriminator.get("latent_spec") or {}), "in_channels": 32}
+            dspec = {**dspec, **_plain(cfg.discriminator.get("latent_spec") or {}), "in_channels": LATENT_CHANNELS}
         discriminator = Discriminator(code_dim if cfg.discriminator.get("sees_code", True) else 0, dspec)
     balance = build(cfg.loss.balance) if cfg.loss.get("balance") else Balancer(enabled=False)
     common = dict(
