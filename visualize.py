@@ -15,11 +15,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dgnam.am import PRIOR_DEFAULTS, run_am
-from dgnam.actmaps import run_activation_maps
-from dgnam.inversion import run_inversion
-from dgnam.receptive import run_receptive_field
-from dgnam.report import run_report
+from dgnam.views.am import PRIOR_DEFAULTS, run_am
+from dgnam.views.actmaps import run_activation_maps
+from dgnam.views.inversion import run_inversion
+from dgnam.views.receptive import run_receptive_field
+from dgnam.eval.report import run_report
 from dgnam.cli import guarded, run_dir
 from dgnam.errors import DgnamError
 

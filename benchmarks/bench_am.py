@@ -3,7 +3,7 @@
     python benchmarks/bench_am.py                       # VGG16 and AlexNet, 224 px, batch 1 and 8
     python benchmarks/bench_am.py --models alexnet --batches 1 8 32 --device cuda
 
-For each model and batch size it prints unit-steps per second of ``dgnam.loop.optimize`` (class
+For each model and batch size it prints unit-steps per second of ``dgnam.core.loop.optimize`` (class
 logits, pixel parameterization, Adam, no priors) and of the bare pass it is made of
 (``model(normalize(x))[:, units].sum().backward()`` on the input only, weights frozen), the loop's
 overhead over the bare pass, and the batching gain over batch 1. Timings interleave the two and take
@@ -21,10 +21,10 @@ import time
 import torch
 import torchvision
 
-from dgnam import objectives as O
-from dgnam.loop import optimize
-from dgnam.models import Target, pick_device
-from dgnam.params import PixelParam, noise_init
+from dgnam.core import objectives as O
+from dgnam.core.loop import optimize
+from dgnam.core.models import Target, pick_device
+from dgnam.core.params import PixelParam, noise_init
 
 
 def _sync(device: torch.device) -> None:

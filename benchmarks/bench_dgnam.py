@@ -18,11 +18,11 @@ import time
 import torch
 
 from dgnam import PRIORS_DIR
-from dgnam import objectives as O
-from dgnam.dgn import GeneratorParam
-from dgnam.loop import optimize
-from dgnam.models import build_target, pick_device
-from dgnam.transforms import Resize
+from dgnam.core import objectives as O
+from dgnam.core.params.dgn import GeneratorParam
+from dgnam.core.loop import optimize
+from dgnam.core.models import build_target, pick_device
+from dgnam.core.transforms import Resize
 
 
 def run(target, prior: str, batch: int, steps: int, device: torch.device) -> float:

@@ -46,7 +46,7 @@ from dgnam.generator.losses import (
     image_loss,
 )
 from dgnam.generator.taef2 import TAEF2Decoder
-from dgnam.models import build_target, pick_device
+from dgnam.core.models import build_target, pick_device
 
 SHARED = Path(os.environ.get("DGNAM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 WEIGHTS = SHARED / "models" / "mobilenet_v2_imagenet.pth"

@@ -2,7 +2,7 @@
 
 Pixel-space activation maximization (with the usual image priors), activation maps, receptive
 fields, feature inversion, and DGN-AM (activation maximization through a deep generator network
-prior), all on one optimization loop: :func:`dgnam.loop.optimize`.
+prior), all on one optimization loop: :func:`dgnam.core.loop.optimize`.
 """
 
 from pathlib import Path

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from dgnam.models import Target
+from dgnam.core.models import Target
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"

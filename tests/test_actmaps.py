@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from conftest import MOBILENET, REPO, needs_shared
-from dgnam.actmaps import activation_maps, colorize
+from dgnam.views.actmaps import activation_maps, colorize
 from dgnam.errors import DgnamError
-from dgnam.views import layer_list, main_layers, source_image
+from dgnam.views.common import layer_list, main_layers, source_image
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402

@@ -7,11 +7,11 @@ import functools
 import pytest
 import torch
 
-from dgnam import objectives as O
-from dgnam import poststeps as P
-from dgnam.am import build_priors, octave_sizes
-from dgnam.loop import normalize_grad, optimize
-from dgnam.params import FFTParam, PixelParam, noise_init
+from dgnam.core import objectives as O
+from dgnam.core import poststeps as P
+from dgnam.views.am import build_priors, octave_sizes
+from dgnam.core.loop import normalize_grad, optimize
+from dgnam.core.params import FFTParam, PixelParam, noise_init
 
 ADAM = functools.partial(torch.optim.Adam, lr=0.05)
 
@@ -201,7 +201,7 @@ def test_fft_param_reproduces_its_init():
 
 
 def test_transforms_follow_the_seed():
-    from dgnam.transforms import Jitter
+    from dgnam.core.transforms import Jitter
 
     x = torch.rand(1, 3, 16, 16)
     a = Jitter(4, torch.Generator().manual_seed(3))
@@ -215,7 +215,7 @@ def test_transforms_follow_the_seed():
 
 def test_channels_last_gives_the_same_activations():
     from conftest import TinyNet
-    from dgnam.models import Target
+    from dgnam.core.models import Target
 
     x = torch.rand(2, 3, 32, 32)
     a = Target(TinyNet(), (0.5,) * 3, (0.25,) * 3, channels_last=True)(x, ["features.3", "logits"])

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dgnam.data import (
+from dgnam.generator.data import (
     CachedCodes,
     FolderImages,
     ImageDataModule,

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from dgnam import objectives as O
-from dgnam.dgn import GeneratorParam
+from dgnam.core import objectives as O
+from dgnam.core.params.dgn import GeneratorParam
 from dgnam.errors import DgnamError
-from dgnam.loop import optimize
-from dgnam.transforms import Resize
+from dgnam.core.loop import optimize
+from dgnam.core.transforms import Resize
 
 D = 16
 
@@ -132,7 +132,7 @@ def test_start_from_an_image_encodes_it_with_the_priors_encoder(tmp_path):
         generator_spec,
         save_prior,
     )
-    from dgnam.models import build_target
+    from dgnam.core.models import build_target
 
     torch.manual_seed(0)
     weights = tmp_path / "enc.pth"

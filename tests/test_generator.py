@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dgnam.data import CachedCodes, SyntheticImages, collate
+from dgnam.generator.data import CachedCodes, SyntheticImages, collate
 from dgnam.errors import DgnamError
 from dgnam.generator import (
     Balancer,
@@ -523,7 +523,7 @@ def test_shipped_prior_loads():
 
 def test_judge_scores_of_reconstructions():
     """The generator report's independent-judge accuracy: perfect for a perfect G, chance-like for a bad one."""
-    from dgnam.generator.report import judge_scores
+    from dgnam.generator.evaluate import judge_scores
 
     levels = torch.tensor([0.1, 0.4, 0.7, 0.95])
     photos = levels[:, None, None, None].expand(4, 3, 16, 16).clone()

@@ -12,11 +12,11 @@ import torch
 
 from conftest import MOBILENET, REPO, needs_shared
 from dgnam.errors import DgnamError
-from dgnam.inversion import batches, feature_errors, feature_match_items, image_errors, plan_jobs
-from dgnam.loop import optimize
-from dgnam.params import PixelParam, noise_init
-from dgnam.poststeps import Clamp
-from dgnam.views import source_image
+from dgnam.views.inversion import batches, feature_errors, feature_match_items, image_errors, plan_jobs
+from dgnam.core.loop import optimize
+from dgnam.core.params import PixelParam, noise_init
+from dgnam.core.poststeps import Clamp
+from dgnam.views.common import source_image
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402

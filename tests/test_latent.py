@@ -10,9 +10,9 @@ from test_generator import _changed, _snap, _trainer
 from torch import nn
 from torch.utils.data import DataLoader
 
-from dgnam import objectives as O
-from dgnam.data import CachedCodes, SyntheticImages, collate
-from dgnam.dgn import GeneratorParam, LatentParam, load_latent_stats
+from dgnam.core import objectives as O
+from dgnam.generator.data import CachedCodes, SyntheticImages, collate
+from dgnam.core.params.dgn import GeneratorParam, LatentParam, load_latent_stats
 from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator
 from dgnam.generator.encoder import Comparator, Encoder
@@ -23,8 +23,8 @@ from dgnam.generator.losses import Balancer
 from dgnam.generator.module import LatentGeneratorModule
 from dgnam.generator.prior import load_prior, save_prior
 from dgnam.generator.taef2 import TAEF2_DECODER, TAEF2Decoder, TAEF2Encoder, build
-from dgnam.loop import optimize
-from dgnam.transforms import Resize
+from dgnam.core.loop import optimize
+from dgnam.core.transforms import Resize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,7 +43,7 @@ def tiny_latent_generator(code_dim: int = 32, resolution: int = 64) -> LatentGen
 def test_taef2_loads_strictly_and_reproduces_photos():
     import pyarrow.parquet as pq
 
-    from dgnam.data import decode_image, pil_to_tensor
+    from dgnam.generator.data import decode_image, pil_to_tensor
 
     enc, dec = TAEF2Encoder(ENC).eval(), TAEF2Decoder(DEC).eval()
     sd = torch.load(DEC, weights_only=True)

@@ -13,12 +13,12 @@ import torch
 
 from conftest import REPO
 from dgnam.errors import DgnamError
-from dgnam.loop import optimize
-from dgnam.models import build_target
-from dgnam.params import PixelParam
-from dgnam.poststeps import BlurEvery, Decay
-from dgnam.transforms import Jitter
-from dgnam.receptive import (KeepOutside, box_mask, gradient_boxes, layer_fields, neurons,
+from dgnam.core.loop import optimize
+from dgnam.core.models import build_target
+from dgnam.core.params import PixelParam
+from dgnam.core.poststeps import BlurEvery, Decay
+from dgnam.core.transforms import Jitter
+from dgnam.views.receptive import (KeepOutside, box_mask, gradient_boxes, layer_fields, neurons,
                              probe_model)
 
 sys.path.insert(0, str(REPO))
@@ -31,7 +31,7 @@ SMALL = ["model=alexnet", "model.weights=null", "steps=2", "image_size=64", "out
 
 
 def _random(arch: str):
-    logging.getLogger("dgnam.models").setLevel(logging.ERROR)  # the random-weights banner
+    logging.getLogger("dgnam.core.models").setLevel(logging.ERROR)  # the random-weights banner
     return build_target(arch)
 
 

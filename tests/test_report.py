@@ -19,8 +19,8 @@ from torch import nn
 from conftest import JUDGE, REPO, needs_shared
 from dgnam.cli import guarded
 from dgnam.errors import DgnamError
-from dgnam.judges import load_judge
-from dgnam.report import (ReportCallback, build_report, find_run_dirs, high_frequency_energy,
+from dgnam.eval.judges import load_judge
+from dgnam.eval.report import (ReportCallback, build_report, find_run_dirs, high_frequency_energy,
                           order_methods, total_variation)
 
 sys.path.insert(0, str(REPO))
@@ -246,7 +246,7 @@ def test_presets_compose(compose):
                                                           "dgnam_latent", "latent_am"]
     assert list(cfg.report.methods_order) == cfg.hydra.sweeper.params.method.split(",")
     assert cfg.report.stats_size == 224
-    assert cfg.hydra.callbacks.report._target_ == "dgnam.report.ReportCallback"
+    assert cfg.hydra.callbacks.report._target_ == "dgnam.eval.report.ReportCallback"
     assert cfg.report.judges[0].path.endswith("models/judge_mobilenet_v1_0.5_160.pt2")
     rep = compose(["experiment=report"])
     assert rep.mode == "report" and rep.report.judges[0].path == cfg.report.judges[0].path
@@ -272,7 +272,7 @@ def test_bad_judge_in_report_mode_exits_with_one_line(compose, tiny_runs, judge_
 def test_image_statistics_compare_images_of_different_sizes(tmp_path):
     """A 64-px image and the same image at 224 px get the same TV once both are measured at 224 px."""
     from dgnam.io import resize_crop, save_png
-    from dgnam.report import score_rows
+    from dgnam.eval.report import score_rows
 
     i, j = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
     small = (0.5 + 0.4 * torch.sin(2 * math.pi * 3 * (i + j) / 64)).float().expand(3, 64, 64)

@@ -15,9 +15,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import CONF, MOBILENET, REPO, needs_shared
-from dgnam.am import check_priors
+from dgnam.views.am import check_priors
 from dgnam.errors import DgnamError
-from dgnam.models import build_target
+from dgnam.core.models import build_target
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402
@@ -271,9 +271,9 @@ def test_dgnam_results_score_the_image_the_target_saw(compose, tmp_path):
     target's activation on the resized image, not on G's raw output."""
     from torch import nn
 
-    from dgnam.am import build_target_from_cfg, run_am
-    from dgnam.dgn import GeneratorParam
-    from dgnam.transforms import Resize
+    from dgnam.views.am import build_target_from_cfg, run_am
+    from dgnam.core.params.dgn import GeneratorParam
+    from dgnam.core.transforms import Resize
 
     class Gen32(nn.Module):  # code (B, 8) -> (B, 3, 32, 32)
         def __init__(self) -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from dgnam.cli import atomic_write
-from dgnam.data import center_square, decode_image, open_source, pil_to_tensor
+from dgnam.generator.data import center_square, decode_image, open_source, pil_to_tensor
 from dgnam.errors import DgnamError
 from dgnam.generator.encoder import Comparator, Encoder, resize_to
 
@@ -36,7 +36,7 @@ def latent_describe(latent_encoder: Any) -> dict[str, Any]:
 def cache_key(source: Any, limit: int | None, encoder: Encoder, comparator: Comparator | None,
               resolution: int, flips: bool, load_size: int, latent_encoder: Any = None) -> str:
     """A short hash of everything that determines the cache's content."""
-    from dgnam.data import expand_files
+    from dgnam.generator.data import expand_files
 
     try:  # the files themselves, so that equivalent globs and relative paths share one cache
         files = [str(Path(f).resolve()) for f in expand_files(source)]

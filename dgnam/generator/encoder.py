@@ -1,6 +1,6 @@
 """The encoder E (image -> code) and the comparator C (image -> features for the feature loss).
 
-Both wrap a frozen :class:`dgnam.models.Target` (eval mode, its own input normalization) and one of
+Both wrap a frozen :class:`dgnam.core.models.Target` (eval mode, its own input normalization) and one of
 its layers; they may share one target. Images are RGB in [0, 1].
 """
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgnam.errors import DgnamError
-from dgnam.models import Target
+from dgnam.core.models import Target
 
 POOLINGS = ("none", "avg", "max")
 

@@ -1,5 +1,5 @@
 """Per-channel statistics of real TAEF2 latents, for latent AM's clamp and pull
-(:class:`dgnam.dgn.LatentParam`).
+(:class:`dgnam.core.params.dgn.LatentParam`).
 
     python -m dgnam.generator.latent_stats --cache outputs/code_cache/codes-<key>.pt \
         --out dgnam/priors/taef2_latent_stats.pt

@@ -106,7 +106,7 @@ def prior_encoder(info: dict[str, Any], weights_file: str | os.PathLike | None =
     """
     from dgnam import _shared_dir
     from dgnam.generator.encoder import Encoder
-    from dgnam.models import build_target
+    from dgnam.core.models import build_target
 
     e = info.get("encoder") or {}
     if not e.get("arch") or not e.get("layer"):

@@ -27,7 +27,7 @@ from dgnam.generator.module import GeneratorModule, LatentGeneratorModule
 from dgnam.generator.prior import KINDS, save_prior
 from dgnam.generator.stats import CodeStats
 from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, TAEF2Encoder
-from dgnam.models import pick_device
+from dgnam.core.models import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
 def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | None,
                        device: torch.device) -> dict[str, torch.Tensor]:
     """Per-unit code statistics over the training images (every cached view, or E on real images)."""
-    from dgnam.data import CachedCodes
+    from dgnam.generator.data import CachedCodes
 
     st = CodeStats()
     ds = dm.train_set
@@ -204,7 +204,7 @@ def export_checkpoint(cfg: DictConfig, dm: Any, parts: dict[str, Any], ckpt: Pat
 
 
 def _collate():
-    from dgnam.data import collate
+    from dgnam.generator.data import collate
 
     return collate
 

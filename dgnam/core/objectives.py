@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from dgnam.models import INPUT
+from dgnam.core.models import INPUT
 
 Acts = Mapping[str, Tensor]
 UnitIndex = int | Sequence[int] | Tensor

@@ -1,6 +1,6 @@
 """Activation maximization runs: from a config to images and numbers on disk.
 
-This is the edge around :func:`dgnam.loop.optimize`: it checks every input before any work, builds
+This is the edge around :func:`dgnam.core.loop.optimize`: it checks every input before any work, builds
 the pieces (target, parameterization, priors, optimizer), batches the units, and writes the
 outputs. Pixel-space AM and DGN-AM differ only in the parameterization and its post-steps.
 """
@@ -19,16 +19,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dgnam import objectives as O
-from dgnam import poststeps as P
-from dgnam import transforms as T
+from dgnam.core import objectives as O
+from dgnam.core import poststeps as P
+from dgnam.core import transforms as T
 from dgnam.errors import DgnamError
 from dgnam.io import labelled_grid, load_image, save_animation, save_png, write_results
-from dgnam.loop import optimize
-from dgnam.models import INPUT, Target, pick_device
-from dgnam.params import PixelParam
-from dgnam.units import Unit, objective_for, select_units
-from dgnam.views import positive_int
+from dgnam.core.loop import optimize
+from dgnam.core.models import INPUT, Target, pick_device
+from dgnam.core.params import PixelParam
+from dgnam.core.units import Unit, objective_for, select_units
+from dgnam.views.common import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int) -> Tens
 
 
 def build_target_from_cfg(cfg: DictConfig, device: torch.device) -> Target:
-    """Instantiate ``cfg.model`` (a ``dgnam.models.build_target`` leaf) on ``device``."""
+    """Instantiate ``cfg.model`` (a ``dgnam.core.models.build_target`` leaf) on ``device``."""
     try:
         return instantiate(cfg.model, device=device)
     except DgnamError:

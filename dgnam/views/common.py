@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from dgnam.errors import DgnamError
 from dgnam.io import load_image, resize_crop
-from dgnam.models import INPUT, Target
+from dgnam.core.models import INPUT, Target
 
 ASTRONAUT = "astronaut"  # scikit-image's sample photo (Eileen Collins), the articles' example
 

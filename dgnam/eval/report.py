@@ -43,7 +43,7 @@ from torch import Tensor
 from dgnam.cli import atomic_write
 from dgnam.errors import DgnamError, first_line
 from dgnam.io import labelled_grid, load_image, resize_crop, save_png, write_results
-from dgnam.judges import Judge, load_judge
+from dgnam.eval.judges import Judge, load_judge
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def total_variation(images: Tensor) -> Tensor:
 
     ``TV = mean over c, i < H-1, j < W-1 of sqrt((x[c,i,j+1] - x[c,i,j])^2 + (x[c,i+1,j] - x[c,i,j])^2)``
     (isotropic, per pixel and channel, in [0, sqrt 2]); the same as
-    ``dgnam.objectives.total_variation(beta=1)`` without its smoothing epsilon. A constant image has 0.
+    ``dgnam.core.objectives.total_variation(beta=1)`` without its smoothing epsilon. A constant image has 0.
     """
     x = images.float()
     dx = x[..., :-1, 1:] - x[..., :-1, :-1]
@@ -214,7 +214,7 @@ def score_rows(rows: Sequence[dict[str, Any]], judges: Sequence[Judge], hf_radiu
     ``J_prob`` (its softmax probability of the intended class) and ``J_pred`` (its top-1 class).
     TV and HF energy are measured on the image resized (antialiased) to ``stats_size`` (None: as is),
     so that a 64-px generator output and a 224-px pixel-space image are measured alike."""
-    from dgnam.models import imagenet_categories
+    from dgnam.core.models import imagenet_categories
 
     cats = imagenet_categories()
     images = [load_image(r["source"]) for r in rows]
@@ -526,7 +526,7 @@ def build_report(runs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                  stats_size: int | None = STATS_SIZE) -> dict[str, Any]:
     """Gather the runs, score every image, and write the report into ``out_dir``.
 
-    ``judges``: judge specs (see :func:`dgnam.judges.load_judge`) or loaded :class:`Judge` objects;
+    ``judges``: judge specs (see :func:`dgnam.eval.judges.load_judge`) or loaded :class:`Judge` objects;
     ``None`` means the shared judge (:func:`default_judges`), ``[]`` no judge.
     Returns ``{"out_dir", "results": per-image rows, "summary": per-method rows, "files"}``.
     """
@@ -589,7 +589,7 @@ class ReportCallback(Callback):
         hydra:
           callbacks:
             report:
-              _target_: dgnam.report.ReportCallback
+              _target_: dgnam.eval.report.ReportCallback
     """
 
     def __init__(self, subdir: str = "report") -> None:

@@ -1,6 +1,6 @@
 """Evaluate a trained prior on held-out photos and draw its loss curves and sample grids.
 
-    python -m dgnam.generator.report --prior dgnam/priors/mobilenet_v2_pool_g64.pt \\
+    python -m dgnam.generator.evaluate --prior dgnam/priors/mobilenet_v2_pool_g64.pt \\
         --val '../shared/data/imagenet50-128/valid-*.parquet' --limit 1000 \\
         --metrics outputs/train_generator/mobilenet_v2_cpu/csv/metrics.csv --out docs/img
 
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dgnam.data import ImageDataset, open_source
+from dgnam.generator.data import ImageDataset, open_source
 from dgnam.generator.encoder import Comparator, Encoder, resize_to
 from dgnam.generator.prior import load_prior, prior_encoder
 
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return {}
     res = evaluate(g, enc, comp, photos, labels, mean_image, photo_preds=preds)
     if a.judge:
-        from dgnam.judges import load_judge
+        from dgnam.eval.judges import load_judge
 
         res.update(judge_scores(load_judge({"kind": "pt2", "path": a.judge, "input_size": a.judge_size}),
                                 g, enc, photos, labels))

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgnam import objectives as O
-from dgnam import poststeps as P
+from dgnam.core import objectives as O
+from dgnam.core import poststeps as P
 from dgnam.errors import DgnamError
-from dgnam.params import ImageParam
+from dgnam.core.params import ImageParam
 
 CODE = "code"  # pseudo-layer: the code h, for penalties on it
 

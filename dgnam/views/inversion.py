@@ -1,7 +1,7 @@
 """Feature inversion (Mahendran & Vedaldi 2015): from noise, find the image whose activations at a
 layer match a photo's, for many layers at once, plain and with image priors.
 
-Each reconstruction is one batch item of :func:`dgnam.loop.optimize`. Item b maximizes
+Each reconstruction is one batch item of :func:`dgnam.core.loop.optimize`. Item b maximizes
 ``-||phi_Lb(x_b) - phi_Lb(x0)||^2 / ||phi_Lb(x0)||^2`` for its own layer L_b; the ``priors`` variant
 also subtracts total variation (weight growing with depth) and an alpha-norm, and gets the post-steps
 of ``cfg.priors`` (e.g. a Gaussian blur every few steps); the ``plain`` variant has only the
@@ -24,16 +24,16 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dgnam import objectives as O
-from dgnam.am import build_priors, build_target_from_cfg, check_priors, make_init
+from dgnam.core import objectives as O
+from dgnam.views.am import build_priors, build_target_from_cfg, check_priors, make_init
 from dgnam.cli import atomic_write
 from dgnam.errors import DgnamError
 from dgnam.io import labelled_grid, save_png, write_results
-from dgnam.loop import PostStep, optimize
-from dgnam.models import INPUT, Target, pick_device
-from dgnam.params import PixelParam
-from dgnam.poststeps import Clamp, raw
-from dgnam.views import depth, layer_list, positive_int, safe_name, source_image
+from dgnam.core.loop import PostStep, optimize
+from dgnam.core.models import INPUT, Target, pick_device
+from dgnam.core.params import PixelParam
+from dgnam.core.poststeps import Clamp, raw
+from dgnam.views.common import depth, layer_list, positive_int, safe_name, source_image
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ Two kinds of judge file:
   [0, 1] at its own ``input_size`` (default 160) with the normalization inside, and returns 1000
   ImageNet logits in torchvision's order;
 - ``torchvision``: an architecture name (``arch``) and a local ``state_dict`` (``weights_file``),
-  or a torchvision weights enum name (``weights``), built with :func:`dgnam.models.build_target`;
+  or a torchvision weights enum name (``weights``), built with :func:`dgnam.core.models.build_target`;
   ``mean``/``std`` give its input normalization (ImageNet statistics by default), ``input_size``
   its side (default 224).
 
@@ -122,7 +122,7 @@ def _load_pt2(path: Path, name: str, input_size: int, batch_size: int) -> Judge:
 
 
 def _load_torchvision(spec: Mapping[str, Any], name: str, input_size: int, batch_size: int) -> Judge:
-    from dgnam.models import build_target
+    from dgnam.core.models import build_target
 
     arch = spec.get("arch")
     if not arch:

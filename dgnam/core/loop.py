@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from dgnam.objectives import Objective
+from dgnam.core.objectives import Objective
 
 PostStep = Callable[[nn.Module, int], None]
 
@@ -71,7 +71,7 @@ def optimize(
 
     Args:
         param: a parameterization (``nn.Module``, ``forward() -> (B, 3, H, W)``).
-        target: maps (images, layer names) to activations (a :class:`dgnam.models.Target`).
+        target: maps (images, layer names) to activations (a :class:`dgnam.core.models.Target`).
         objective: score per item to maximize (its ``layers`` are all that is computed).
         steps: optimizer steps (per octave when ``octave_sizes`` is given).
         optimizer: ``params -> Optimizer`` (e.g. ``functools.partial(torch.optim.Adam, lr=0.05)``).

@@ -7,9 +7,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dgnam import objectives as O
+from dgnam.core import objectives as O
 from dgnam.errors import DgnamError
-from dgnam.models import Target
+from dgnam.core.models import Target
 
 KINDS = ("auto", "class", "channel", "neuron", "unit")
 

@@ -1,0 +1,1 @@
+"""Judging finished images: independent classifiers, image statistics and the comparison report."""
