@@ -20,6 +20,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from dgnam.cli import atomic_write
+from dgnam.core.images import resize_crop, to_uint8
 from dgnam.errors import DgnamError, first_line
 
 
@@ -45,24 +46,16 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Tensor:
     return x
 
 
-def resize_crop(x: Tensor, size: int) -> Tensor:
-    """(3, H, W) or (B, 3, H, W) -> side ``size``: shorter side to ``size`` (antialiased), then
-    centre crop, clamped to [0, 1]."""
-    h, w = x.shape[-2:]
-    s = size / min(h, w)
-    nh, nw = max(size, round(h * s)), max(size, round(w * s))
-    batch = x if x.dim() == 4 else x[None]
-    batch = F.interpolate(batch, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    out = batch[..., top : top + size, left : left + size].clamp(0, 1)
-    return out if x.dim() == 4 else out[0]
-
-
 def to_pil(image: Tensor) -> Image.Image:
     """(3, H, W) float in [0, 1] or uint8 -> PIL image."""
     if image.dtype != torch.uint8:
-        image = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
+        image = to_uint8(image)
     return Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+
+
+def safe_name(label: object) -> str:
+    """A label as a file-name fragment: letters, digits and ``-_.`` kept, the rest ``_``, 60 at most."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(label)).strip("_")[:60]
 
 
 def save_png(image: Tensor, path: str | os.PathLike) -> Path:

@@ -271,7 +271,8 @@ def test_bad_judge_in_report_mode_exits_with_one_line(compose, tiny_runs, judge_
 
 def test_image_statistics_compare_images_of_different_sizes(tmp_path):
     """A 64-px image and the same image at 224 px get the same TV once both are measured at 224 px."""
-    from dgnam.io import resize_crop, save_png
+    from dgnam.core.images import resize_crop
+    from dgnam.io import save_png
     from dgnam.eval.report import score_rows
 
     i, j = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from dgnam.core.images import to_uint8
 from dgnam.core.objectives import Objective
 
 PostStep = Callable[[nn.Module, int], None]
@@ -149,7 +150,3 @@ def optimize(
         best_scores=best_scores.float().cpu() if best_scores is not None else None,
     )
 
-
-def to_uint8(images: Tensor) -> Tensor:
-    """(B, 3, H, W) in [0, 1] -> uint8 on the CPU."""
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from dgnam.core import images
 from dgnam.core.models import INPUT
 
 Acts = Mapping[str, Tensor]
@@ -119,11 +120,7 @@ def total_variation(beta: float = 2.0) -> Objective:
     """Total variation of the image, ``sum((dx^2 + dy^2)^(beta/2))`` averaged per pixel; SUBTRACT it."""
 
     def fn(acts: Acts) -> Tensor:
-        img = acts[INPUT]
-        dx = img[..., :-1, 1:] - img[..., :-1, :-1]
-        dy = img[..., 1:, :-1] - img[..., :-1, :-1]
-        tv = (dx.pow(2) + dy.pow(2) + 1e-8).pow(beta / 2)
-        return tv.flatten(1).mean(1)
+        return images.total_variation(acts[INPUT], beta, eps=1e-8)
 
     return Objective(fn, {INPUT}, f"tv(beta={beta:g})")
 

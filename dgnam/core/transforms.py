@@ -15,6 +15,8 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor, nn
 
+from dgnam.core.images import resize
+
 
 def _gen(generator: torch.Generator | None) -> torch.Generator:
     return generator if generator is not None else torch.Generator().manual_seed(0)
@@ -88,10 +90,7 @@ class Resize(nn.Module):
         self.size = size
 
     def forward(self, x: Tensor) -> Tensor:
-        if tuple(x.shape[-2:]) == (self.size, self.size):
-            return x
-        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                             antialias=x.shape[-1] > self.size)
+        return resize(x, self.size)
 
 
 class CenterCrop(nn.Module):

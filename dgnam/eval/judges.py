@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from dgnam.errors import DgnamError, first_line
-from dgnam.io import resize_crop
+from dgnam.core.images import resize_crop
 
 KINDS = ("pt2", "torchvision")
 SPEC_KEYS = ("kind", "path", "name", "input_size", "arch", "weights_file", "weights", "mean", "std",

@@ -42,7 +42,9 @@ from torch import Tensor
 
 from dgnam.cli import atomic_write
 from dgnam.errors import DgnamError, first_line
-from dgnam.io import labelled_grid, load_image, resize_crop, save_png, write_results
+from dgnam.core.images import resize_crop
+from dgnam.core.images import total_variation as image_tv
+from dgnam.io import labelled_grid, load_image, safe_name, save_png, write_results
 from dgnam.eval.judges import Judge, load_judge
 
 log = logging.getLogger(__name__)
@@ -71,10 +73,7 @@ def total_variation(images: Tensor) -> Tensor:
     (isotropic, per pixel and channel, in [0, sqrt 2]); the same as
     ``dgnam.core.objectives.total_variation(beta=1)`` without its smoothing epsilon. A constant image has 0.
     """
-    x = images.float()
-    dx = x[..., :-1, 1:] - x[..., :-1, :-1]
-    dy = x[..., 1:, :-1] - x[..., :-1, :-1]
-    return (dx.pow(2) + dy.pow(2)).sqrt().flatten(1).mean(1)
+    return image_tv(images.float(), beta=1.0)
 
 
 def high_frequency_energy(images: Tensor, radius: float = HF_RADIUS) -> Tensor:
@@ -387,17 +386,13 @@ def _grid(rows: Sequence[dict[str, Any]], methods: Sequence[str], judge: str | N
 def _copy_images(rows: list[dict[str, Any]], out: Path) -> None:
     """Copy every PNG to ``out/images/<method>/seed<k>/<layer>/<name>`` and point ``image`` there."""
     for r in rows:
-        rel = Path("images") / _safe(r["method"]) / f"seed{int(r['seed'])}" / _safe(str(r["layer"])) / \
-            Path(r["source"]).name
+        method, layer = safe_name(r["method"]) or "_", safe_name(r["layer"]) or "_"
+        rel = Path("images") / method / f"seed{int(r['seed'])}" / layer / Path(r["source"]).name
         dst = out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if Path(r["source"]).resolve() != dst.resolve():
             shutil.copyfile(r["source"], dst)
         r["image"] = rel.as_posix()
-
-
-def _safe(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s).strip("_")[:60] or "_"
 
 
 def _definitions(judges: Sequence[Judge], hf_radius: float, stats_size: int | None = STATS_SIZE) -> list[str]:

@@ -20,7 +20,8 @@ from torch import Tensor
 from dgnam.cli import atomic_write
 from dgnam.generator.data import center_square, decode_image, open_source, pil_to_tensor
 from dgnam.errors import DgnamError
-from dgnam.generator.encoder import Comparator, Encoder, resize_to
+from dgnam.core.images import resize
+from dgnam.generator.encoder import Comparator, Encoder
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
 
     def flush(batch: list[Tensor]) -> None:
         big = torch.stack(batch).to(device)  # (b, 3, load, load)
-        small = resize_to(big, resolution)  # (b, 3, R, R)
+        small = resize(big, resolution)  # (b, 3, R, R)
         xs, ss = [big], [small]
         if flips:
             xs.append(big.flip(-1))

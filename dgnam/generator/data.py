@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from dgnam.core.images import resize
 from dgnam.errors import DgnamError, first_line
 
 log = logging.getLogger(__name__)
@@ -415,11 +416,9 @@ class ImageDataModule(L.LightningDataModule):
 
     @torch.inference_mode()
     def _encode_synthetic(self, ds: SyntheticImages, train: bool) -> dict[str, Any]:
-        from dgnam.generator.encoder import resize_to
-
         x = torch.stack([ds[i]["image"] for i in range(len(ds))])
         views = [x, x.flip(-1)] if (self.flip and train) else [x]
-        big = [resize_to(v, self.load_size) for v in views]
+        big = [resize(v, self.load_size) for v in views]
         codes = torch.stack([self.encoder(b) for b in big], 1)
         feats = torch.stack([self.comparator(v) for v in views], 1) if self.comparator is not None else None
         out = {"images": (x * 255).round().to(torch.uint8), "codes": codes, "feats": feats,

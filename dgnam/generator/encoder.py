@@ -10,21 +10,13 @@ import os
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgnam.core.images import resize
 from dgnam.errors import DgnamError
 from dgnam.core.models import Target
 
 POOLINGS = ("none", "avg", "max")
-
-
-def resize_to(images: Tensor, size: int | None) -> Tensor:
-    """(B, 3, H, W) -> (B, 3, size, size) (bilinear, antialiased when shrinking); ``None``: unchanged."""
-    if size is None or (images.shape[-2] == size and images.shape[-1] == size):
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=images.shape[-1] > size)
 
 
 class _Frozen(nn.Module):
@@ -64,7 +56,7 @@ class Encoder(_Frozen):
         self._dim: int | None = None
 
     def forward(self, images: Tensor) -> Tensor:
-        a = self.target(resize_to(images, self.input_size), [self.layer])[self.layer]
+        a = self.target(resize(images, self.input_size), [self.layer])[self.layer]
         if a.dim() == 4 and self.pooling == "avg":
             a = a.mean(dim=(2, 3))
         elif a.dim() == 4 and self.pooling == "max":
@@ -94,7 +86,7 @@ class Comparator(_Frozen):
     ``input_size`` resizes the images first (a smaller input makes C cheaper)."""
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.target(resize_to(images, self.input_size), [self.layer])[self.layer].float()
+        return self.target(resize(images, self.input_size), [self.layer])[self.layer].float()
 
     def describe(self) -> dict[str, Any]:
         return {"arch": self.target.name, "layer": self.layer, "input_size": self.input_size}

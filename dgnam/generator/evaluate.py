@@ -23,12 +23,13 @@ import torch
 from torch import Tensor
 
 from dgnam.generator.data import ImageDataset, open_source
-from dgnam.generator.encoder import Comparator, Encoder, resize_to
+from dgnam.core.images import mse_to_psnr, resize
+from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.prior import load_prior, prior_encoder
 
 
 def _psnr(mse_per_item: Tensor) -> float:
-    return float((10 * torch.log10(1.0 / mse_per_item.clamp_min(1e-10))).mean())
+    return float(mse_to_psnr(mse_per_item).mean())
 
 
 @torch.no_grad()
@@ -40,8 +41,8 @@ def photo_predictions(target: Any, photos: Tensor, res: int, batch_size: int = 5
     with torch.no_grad():
         for i in range(0, photos.shape[0], batch_size):
             x = photos[i: i + batch_size]
-            px.append(target(resize_to(x, size), ["logits"])["logits"].argmax(1))
-            pr.append(target(resize_to(resize_to(x, res), size), ["logits"])["logits"].argmax(1))
+            px.append(target(resize(x, size), ["logits"])["logits"].argmax(1))
+            pr.append(target(resize(resize(x, res), size), ["logits"])["logits"].argmax(1))
     return torch.cat(px), torch.cat(pr)
 
 
@@ -61,10 +62,10 @@ def evaluate(generator: torch.nn.Module, encoder: Encoder, comparator: Comparato
     m = mean_image[None]  # (1, 3, R, R)
     if photo_preds is None:
         photo_preds = photo_predictions(target, photos, res, batch_size)
-    pred_m = target(resize_to(m, cls_size), [logits_layer])[logits_layer].argmax(1)  # (1,)
+    pred_m = target(resize(m, cls_size), [logits_layer])[logits_layer].argmax(1)  # (1,)
     for i in range(0, photos.shape[0], batch_size):
         x = photos[i: i + batch_size]
-        xr = resize_to(x, res)  # (B, 3, R, R)
+        xr = resize(x, res)  # (B, 3, R, R)
         g = generator(encoder(x)).float().clamp(0, 1)
         out["mse"].append((g - xr).pow(2).flatten(1).mean(1))
         out["mse_mean"].append((m - xr).pow(2).flatten(1).mean(1))
@@ -73,7 +74,7 @@ def evaluate(generator: torch.nn.Module, encoder: Encoder, comparator: Comparato
             out["feat"].append((comparator(g) - fx).pow(2).flatten(1).sum(1))
             out["feat_mean"].append((comparator(m.expand_as(xr)) - fx).pow(2).flatten(1).sum(1))
             out["feat_norm"].append(fx.pow(2).flatten(1).sum(1))
-        out["pred_g"].append(target(resize_to(g, cls_size), [logits_layer])[logits_layer].argmax(1))
+        out["pred_g"].append(target(resize(g, cls_size), [logits_layer])[logits_layer].argmax(1))
     cat = {k: torch.cat(v) if v else None for k, v in out.items()}
     px, cat["pred_xr"] = photo_preds
     cat["pred_m"] = pred_m.expand_as(px)
@@ -108,7 +109,7 @@ def judge_scores(judge: Any, generator: torch.nn.Module, encoder: Encoder, photo
     for i in range(0, photos.shape[0], batch_size):
         x, y = photos[i: i + batch_size], labels[i: i + batch_size]
         g = generator(encoder(x)).float().clamp(0, 1)
-        for key, imgs in (("photo", x), ("downsampled_photo", resize_to(x, res)), ("recon", g)):
+        for key, imgs in (("photo", x), ("downsampled_photo", resize(x, res)), ("recon", g)):
             hits[key].append(judge(imgs).argmax(1) == y)
     return {f"judge_top1_{k}": float(torch.cat(v).float().mean()) for k, v in hits.items()}
 
@@ -130,7 +131,7 @@ def sample_grid(generator: torch.nn.Module, encoder: Encoder, photos: Tensor, n:
 
     res = generator.resolution
     with torch.no_grad():
-        x = resize_to(photos[:n], res)
+        x = resize(photos[:n], res)
         g = generator(encoder(photos[:n])).float().clamp(0, 1)
     rows = []
     for i in range(0, x.shape[0], per_row):
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     comp = Comparator(target, comp_layer, comp_size) if comp_layer else None
     photos, labels = load_photos(a.val, a.limit, a.photo_size)
     mean_image = (torch.load(a.mean_image, weights_only=True) if a.mean_image
-                  else resize_to(photos, info["resolution"]).mean(0))
+                  else resize(photos, info["resolution"]).mean(0))
     preds = None
     if a.photo_preds and Path(a.photo_preds).is_file():
         preds = tuple(torch.load(a.photo_preds, weights_only=True))

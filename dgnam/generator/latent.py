@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from dgnam.errors import DgnamError

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dgnam.core import images
+
 
 def euclidean(a: Tensor, b: Tensor) -> Tensor:
     """0.5 * sum of squared differences per item, mean over the batch. (B, ...) x2 -> scalar."""
@@ -63,8 +65,7 @@ def mse(a: Tensor, b: Tensor) -> Tensor:
 
 def psnr(a: Tensor, b: Tensor, peak: float = 1.0) -> Tensor:
     """PSNR in dB per item, averaged over the batch, for images in [0, peak]. (B, ...) x2 -> scalar."""
-    per = (a.float() - b.float()).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return (10 * torch.log10(peak**2 / per)).mean()
+    return images.psnr(a, b, peak).mean()
 
 
 @dataclass

@@ -21,10 +21,10 @@ from torch import Tensor
 from dgnam.views.am import build_target_from_cfg
 from dgnam.cli import atomic_write
 from dgnam.errors import DgnamError
-from dgnam.io import labelled_grid, save_png, write_results
+from dgnam.io import labelled_grid, safe_name, save_png, write_results
 from dgnam.core.models import Target, pick_device
 from dgnam.core.units import select_units
-from dgnam.views.common import layer_list, one_of, positive_int, safe_name, source_image, spatial_layers
+from dgnam.views.common import layer_list, one_of, positive_int, source_image, spatial_layers
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
 from dgnam.core import transforms as T
 from dgnam.errors import DgnamError
-from dgnam.io import labelled_grid, load_image, save_animation, save_png, write_results
+from dgnam.io import labelled_grid, load_image, safe_name, save_animation, save_png, write_results
 from dgnam.core.loop import optimize
 from dgnam.core.models import INPUT, Target, pick_device
 from dgnam.core.params import PixelParam
@@ -265,13 +265,9 @@ def evaluate(target: Target, images: Tensor, units: Sequence[Unit]) -> dict[str,
     return out
 
 
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label).strip("_")[:60]
-
-
 def _png_path(layer: str, unit: Unit) -> Path:
     """Where a unit's PNG goes, relative to the run directory."""
-    return Path(_safe(layer)) / f"{_safe(unit.label) or unit.index}.png"
+    return Path(safe_name(layer)) / f"{safe_name(unit.label) or unit.index}.png"
 
 
 def _save_layer(out: Path, layer: str, units: Sequence[Unit], images: Tensor,
@@ -284,7 +280,7 @@ def _save_layer(out: Path, layer: str, units: Sequence[Unit], images: Tensor,
     labels = [u.label for u in units]
     if ocfg.get("grid", True):
         grid = labelled_grid(images, labels, cols=cols)
-        save_png(grid.float() / 255, out / f"grid_{_safe(layer)}.png")
+        save_png(grid.float() / 255, out / f"grid_{safe_name(layer)}.png")
     if (ocfg.get("gif") or ocfg.get("mp4")) and frames_by_batch and frames_by_batch[0]:
         n_frames = min(len(f) for f in frames_by_batch)
         side = images.shape[-1]
@@ -294,4 +290,4 @@ def _save_layer(out: Path, layer: str, units: Sequence[Unit], images: Tensor,
             grids.append(labelled_grid(frame, labels, cols=cols, tile=side))
         for fmt in ("gif", "mp4"):
             if ocfg.get(fmt):
-                save_animation(grids, out / f"optimization_{_safe(layer)}.{fmt}", fps=int(ocfg.get("fps", 10)))
+                save_animation(grids, out / f"optimization_{safe_name(layer)}.{fmt}", fps=int(ocfg.get("fps", 10)))

@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from dgnam.errors import DgnamError
-from dgnam.io import load_image, resize_crop
+from dgnam.core.images import resize_crop
+from dgnam.io import load_image
 from dgnam.core.models import INPUT, Target
 
 ASTRONAUT = "astronaut"  # scikit-image's sample photo (Eileen Collins), the articles' example
@@ -118,8 +119,3 @@ def one_of(value: Any, key: str, valid: Sequence[str]) -> str:
     if value not in valid:
         raise DgnamError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
     return str(value)
-
-
-def safe_name(label: str) -> str:
-    """A label as a file-name fragment."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(label)).strip("_")[:60]

@@ -25,15 +25,16 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dgnam.core import objectives as O
+from dgnam.core.images import psnr as psnr_db
 from dgnam.views.am import build_priors, build_target_from_cfg, check_priors, make_init
 from dgnam.cli import atomic_write
 from dgnam.errors import DgnamError
-from dgnam.io import labelled_grid, save_png, write_results
+from dgnam.io import labelled_grid, safe_name, save_png, write_results
 from dgnam.core.loop import PostStep, optimize
 from dgnam.core.models import INPUT, Target, pick_device
 from dgnam.core.params import PixelParam
 from dgnam.core.poststeps import Clamp, raw
-from dgnam.views.common import depth, layer_list, positive_int, safe_name, source_image
+from dgnam.views.common import depth, layer_list, positive_int, source_image
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +83,12 @@ def feature_errors(target: Target, images: Tensor, layers: Sequence[str], refs: 
 
 def image_errors(images: Tensor, original: Tensor) -> tuple[list[float], list[float]]:
     """(PSNR in dB, SSIM) of each image (B, 3, H, W) in [0, 1] against ``original`` (3, H, W)."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+    from torchmetrics.functional.image import structural_similarity_index_measure
 
     ref = original[None].expand_as(images).float().cpu()
     imgs = images.float().cpu().clamp(0, 1)
-    psnr = [float(peak_signal_noise_ratio(imgs[i : i + 1], ref[i : i + 1], data_range=1.0)) for i in range(len(imgs))]
     ssim = structural_similarity_index_measure(imgs, ref, data_range=1.0, reduction="none")
-    return psnr, [float(v) for v in ssim.reshape(-1)]
+    return [float(v) for v in psnr_db(imgs, ref)], [float(v) for v in ssim.reshape(-1)]
 
 
 class OnlyItems:

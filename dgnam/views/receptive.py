@@ -44,13 +44,13 @@ from dgnam.core import objectives as O
 from dgnam.views.am import build_priors, build_target_from_cfg, check_priors, make_init
 from dgnam.cli import atomic_write
 from dgnam.errors import DgnamError, first_line
-from dgnam.io import labelled_grid, save_png, to_pil, write_results
+from dgnam.io import labelled_grid, safe_name, save_png, to_pil, write_results
 from dgnam.core.loop import optimize
 from dgnam.core.models import INPUT, Target, pick_device
 from dgnam.core.params import PixelParam
 from dgnam.core.poststeps import raw
 from dgnam.core.units import select_units
-from dgnam.views.common import layer_list, positive_int, safe_name, source_image, spatial_layers
+from dgnam.views.common import layer_list, positive_int, source_image, spatial_layers
 
 log = logging.getLogger(__name__)
 
