@@ -15,13 +15,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from dgnam.views.am import PRIOR_DEFAULTS, run_am
+from dgnam.cli import guarded, run_dir
+from dgnam.config import PRIOR_NAMES, unknown_prior
+from dgnam.errors import DgnamError
+from dgnam.eval.report import run_report
 from dgnam.views.actmaps import run_activation_maps
+from dgnam.views.am import run_am
 from dgnam.views.inversion import run_inversion
 from dgnam.views.receptive import run_receptive_field
-from dgnam.eval.report import run_report
-from dgnam.cli import guarded, run_dir
-from dgnam.errors import DgnamError
 
 MODES = {"am": run_am, "activation_maps": run_activation_maps, "receptive_field": run_receptive_field,
          "inversion": run_inversion, "report": run_report}
@@ -46,9 +47,8 @@ def check_prior_overrides(argv: list[str]) -> None:
     """Name an unknown prior in one line before Hydra composes (its own message spans lines)."""
     for arg in argv:
         key = arg.lstrip("+~").split("=", 1)[0]
-        if key.startswith("priors.") and key.split(".")[1] not in PRIOR_DEFAULTS:
-            print(f"error: unknown prior {key.split('.')[1]!r}; valid priors: {', '.join(PRIOR_DEFAULTS)}",
-                  file=sys.stderr)
+        if key.startswith("priors.") and key.split(".")[1] not in PRIOR_NAMES:
+            print(f"error: {unknown_prior(key.split('.')[1])}", file=sys.stderr)
             sys.exit(2)
 
 

@@ -19,14 +19,14 @@ import torch
 
 from dgnam import PRIORS_DIR
 from dgnam.core import objectives as O
-from dgnam.core.params.dgn import GeneratorParam
+from dgnam.core.params import GeneratorParam
 from dgnam.core.loop import optimize
 from dgnam.core.models import build_target, pick_device
 from dgnam.core.transforms import Resize
 
 
 def run(target, prior: str, batch: int, steps: int, device: torch.device) -> float:
-    param = GeneratorParam(torch.zeros(batch, 3, 8, 8), noise=True, prior=prior).to(device)
+    param = GeneratorParam.from_prior(torch.zeros(batch, 3, 8, 8), noise=True, prior=prior).to(device)
     obj = O.class_logit("logits", list(range(batch)))
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -46,6 +46,24 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Tensor:
     return x
 
 
+ASTRONAUT = "astronaut"  # scikit-image's sample photo (Eileen Collins), the articles' example
+
+
+def source_image(path: str | None, size: int) -> Tensor:
+    """The photo a view is computed for -> (3, size, size) in [0, 1].
+
+    ``path``: an image file (grayscale and RGBA are converted to RGB; alpha on white), or ``None`` /
+    ``"astronaut"`` for scikit-image's ``data.astronaut()``. Shorter side resized to ``size``, then
+    centre-cropped.
+    """
+    if path is None or str(path) in ("", ASTRONAUT):
+        from skimage import data
+
+        x = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).float() / 255.0  # (3, 512, 512)
+        return resize_crop(x, size)
+    return load_image(str(path), size)
+
+
 def to_pil(image: Tensor) -> Image.Image:
     """(3, H, W) float in [0, 1] or uint8 -> PIL image."""
     if image.dtype != torch.uint8:

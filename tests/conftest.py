@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import dgnam.config  # noqa: F401  (registers the structured configs that conf/ refers to)
 from dgnam.core.models import Target
 
 REPO = Path(__file__).resolve().parents[1]

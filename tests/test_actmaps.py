@@ -14,7 +14,8 @@ from PIL import Image
 from conftest import MOBILENET, REPO, needs_shared
 from dgnam.views.actmaps import activation_maps, colorize
 from dgnam.errors import DgnamError
-from dgnam.views.common import layer_list, main_layers, source_image
+from dgnam.io import source_image
+from dgnam.views.common import layer_list, main_layers
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402

@@ -9,7 +9,7 @@ import torch
 
 from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
-from dgnam.views.am import build_priors, octave_sizes
+from dgnam.config import build_priors, octave_sizes
 from dgnam.core.loop import normalize_grad, optimize
 from dgnam.core.params import FFTParam, PixelParam, noise_init
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from dgnam.core import objectives as O
-from dgnam.core.params.dgn import GeneratorParam
+from dgnam.core.params import GeneratorParam
 from dgnam.errors import DgnamError
 from dgnam.core.loop import optimize
 from dgnam.core.transforms import Resize
@@ -116,7 +116,7 @@ def test_explicit_l2_penalty_is_an_objective_on_the_code(tiny_target):
 
 def test_missing_prior_and_statistics_are_clear_errors(tmp_path):
     with pytest.raises(DgnamError, match="generator prior not found"):
-        GeneratorParam(torch.zeros(1, 3, 8, 8), prior=str(tmp_path / "nope.pt"))
+        GeneratorParam.from_prior(torch.zeros(1, 3, 8, 8), prior=str(tmp_path / "nope.pt"))
     with pytest.raises(DgnamError, match="statistics"):
         GeneratorParam(torch.zeros(1, 3, 8, 8), gen=TinyGen(), code_mean=None, code_std=None, clamp_k=3.0)
 
@@ -142,7 +142,7 @@ def test_start_from_an_image_encodes_it_with_the_priors_encoder(tmp_path):
     g = Generator(1280, generator_spec(resolution=64, fc=[16], width=1 / 32))
     prior = save_prior(tmp_path / "p.pt", g, enc.describe(), code_statistics([torch.rand(4, 1280)]))
     img = torch.rand(2, 3, 40, 40)
-    p = GeneratorParam(img, noise=False, prior=str(prior), clamp_k=None)  # weights found beside the prior
+    p = GeneratorParam.from_prior(img, noise=False, prior=str(prior), clamp_k=None)  # weights found beside the prior
     with torch.no_grad():
         want = enc(img)
     scale = want.abs().max()  # a random network's pooled features are tiny: compare relative to them
@@ -153,12 +153,12 @@ def test_start_from_an_image_encodes_it_with_the_priors_encoder(tmp_path):
     moved = tmp_path / "elsewhere" / "other.pth"
     moved.parent.mkdir()
     weights.rename(moved)
-    q = GeneratorParam(img, noise=False, prior=str(prior), clamp_k=None, encoder_weights=str(moved))
+    q = GeneratorParam.from_prior(img, noise=False, prior=str(prior), clamp_k=None, encoder_weights=str(moved))
     assert (q.code.detach() - want).abs().max() <= 1e-4 * scale
     with pytest.raises(DgnamError, match="enc.pth were not found"):
-        GeneratorParam(img, noise=False, prior=str(prior))
+        GeneratorParam.from_prior(img, noise=False, prior=str(prior))
     with pytest.raises(DgnamError, match="encoder weights file not found"):
-        GeneratorParam(img, noise=False, prior=str(prior), encoder_weights=str(tmp_path / "nope.pth"))
+        GeneratorParam.from_prior(img, noise=False, prior=str(prior), encoder_weights=str(tmp_path / "nope.pth"))
 
 
 @pytest.mark.parametrize("kw, match", [({"decay": 1.5}, "param.decay=1.5 must be in"),

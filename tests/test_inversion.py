@@ -16,7 +16,7 @@ from dgnam.views.inversion import batches, feature_errors, feature_match_items, 
 from dgnam.core.loop import optimize
 from dgnam.core.params import PixelParam, noise_init
 from dgnam.core.poststeps import Clamp
-from dgnam.views.common import source_image
+from dgnam.io import source_image
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402

@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 
 from dgnam.core import objectives as O
 from dgnam.generator.data import CachedCodes, SyntheticImages, collate
-from dgnam.core.params.dgn import GeneratorParam, LatentParam, load_latent_stats
+from dgnam.core.params import GeneratorParam, LatentParam
+from dgnam.generator.latent_stats import load_latent_stats
 from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator
 from dgnam.generator.encoder import Comparator, Encoder
@@ -313,7 +314,7 @@ def test_latent_statistics_of_known_latents():
 def test_latent_am_clamps_per_channel_and_the_pull_acts(tiny_target, tmp_path):
     sp, st = _stats_file(tmp_path)
     dp = _dec_file(tmp_path)
-    p = LatentParam(torch.zeros(2, 3, 32, 32), noise=True, generator=torch.Generator().manual_seed(0),
+    p = LatentParam.from_files(torch.zeros(2, 3, 32, 32), noise=True, generator=torch.Generator().manual_seed(0),
                     decoder_file=str(dp), stats=str(sp))
     assert p().shape == (2, 3, 32, 32) and p.z.shape == (2, 32, 4, 4)
     lo, hi = st["low"].view(1, -1, 1, 1), st["high"].view(1, -1, 1, 1)
@@ -323,7 +324,7 @@ def test_latent_am_clamps_per_channel_and_the_pull_acts(tiny_target, tmp_path):
     assert res.history[-1].mean() > res.history[0].mean()
 
     def distance(pull):
-        q = LatentParam(torch.zeros(1, 3, 32, 32), noise=True, generator=torch.Generator().manual_seed(0),
+        q = LatentParam.from_files(torch.zeros(1, 3, 32, 32), noise=True, generator=torch.Generator().manual_seed(0),
                         decoder_file=str(dp), stats=str(sp), pull=pull, clamp=False)
         obj = O.channel("conv2", [0])
         if q.penalty() is not None:
@@ -339,25 +340,25 @@ def test_latent_am_bad_inputs(tmp_path):
     dp = _dec_file(tmp_path)
     init = torch.zeros(1, 3, 32, 32)
     with pytest.raises(DgnamError, match="latent statistics file not found"):
-        LatentParam(init, decoder_file=str(dp), stats=str(tmp_path / "none.pt"))
+        LatentParam.from_files(init, decoder_file=str(dp), stats=str(tmp_path / "none.pt"))
     wrong = tmp_path / "wrong.pt"
     torch.save({"format": "dgnam-latent-stats", "mean": torch.zeros(4), "std": torch.ones(4),
                 "low": torch.zeros(4), "high": torch.ones(5)}, wrong)
     with pytest.raises(DgnamError, match="1-d tensors of one length"):
-        LatentParam(init, decoder_file=str(dp), stats=str(wrong))
+        LatentParam.from_files(init, decoder_file=str(dp), stats=str(wrong))
     (tmp_path / "four").mkdir()
     small, _ = _stats_file(tmp_path / "four", c=4)
     with pytest.raises(DgnamError, match="4 channels but the decoder's latent has 32"):
-        LatentParam(init, decoder_file=str(dp), stats=str(small))
+        LatentParam.from_files(init, decoder_file=str(dp), stats=str(small))
     with pytest.raises(DgnamError, match="needs param.encoder_file"):
-        LatentParam(init, noise=False, decoder_file=str(dp), stats=str(sp))
-    zi = LatentParam(torch.rand(1, 3, 32, 32), noise=False, decoder_file=str(dp), encoder_file=str(_enc_file(tmp_path)),
+        LatentParam.from_files(init, noise=False, decoder_file=str(dp), stats=str(sp))
+    zi = LatentParam.from_files(torch.rand(1, 3, 32, 32), noise=False, decoder_file=str(dp), encoder_file=str(_enc_file(tmp_path)),
                      stats=str(sp))
     assert zi.z.shape == (1, 32, 4, 4)
     with pytest.raises(DgnamError, match="pull=-1"):
-        LatentParam(init, decoder_file=str(dp), stats=str(sp), pull=-1)
+        LatentParam.from_files(init, decoder_file=str(dp), stats=str(sp), pull=-1)
     with pytest.raises(DgnamError, match="multiple of 8"):
-        LatentParam(torch.zeros(1, 3, 30, 30), decoder_file=str(dp), stats=str(sp))
+        LatentParam.from_files(torch.zeros(1, 3, 30, 30), decoder_file=str(dp), stats=str(sp))
 
 
 def _enc_file(tmp_path):

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import CONF, MOBILENET, REPO, needs_shared
-from dgnam.views.am import check_priors
+from dgnam.config import check_priors
 from dgnam.errors import DgnamError
 from dgnam.core.models import build_target
 
@@ -271,8 +271,9 @@ def test_dgnam_results_score_the_image_the_target_saw(compose, tmp_path):
     target's activation on the resized image, not on G's raw output."""
     from torch import nn
 
-    from dgnam.views.am import build_target_from_cfg, run_am
-    from dgnam.core.params.dgn import GeneratorParam
+    from dgnam.config import build_target_from_cfg
+    from dgnam.views.am import run_am
+    from dgnam.core.params import GeneratorParam
     from dgnam.core.transforms import Resize
 
     class Gen32(nn.Module):  # code (B, 8) -> (B, 3, 32, 32)

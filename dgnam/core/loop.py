@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from dgnam.core.images import to_uint8
 from dgnam.core.objectives import Objective
+from dgnam.core.params.base import ImageParam
 
 PostStep = Callable[[nn.Module, int], None]
 
@@ -53,7 +54,7 @@ def normalize_grad(grad: Tensor, kind: str | None, eps: float = 1e-8) -> Tensor:
 
 
 def optimize(
-    param: nn.Module,
+    param: ImageParam,
     target: Callable[[Tensor, frozenset[str]], dict[str, Tensor]],
     objective: Objective,
     steps: int,
@@ -71,7 +72,8 @@ def optimize(
     """Maximize ``objective`` of ``target`` over ``param``; see the module docstring.
 
     Args:
-        param: a parameterization (``nn.Module``, ``forward() -> (B, 3, H, W)``).
+        param: a parameterization (:class:`dgnam.core.params.ImageParam`, ``forward() -> (B, 3, H, W)``);
+            its ``extra()`` pseudo-layers (e.g. a code) are given to the objective with the target's.
         target: maps (images, layer names) to activations (a :class:`dgnam.core.models.Target`).
         objective: score per item to maximize (its ``layers`` are all that is computed).
         steps: optimizer steps (per octave when ``octave_sizes`` is given).
@@ -89,8 +91,7 @@ def optimize(
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     track = track or objective
-    extra = getattr(param, "extra", None)  # pseudo-layers the parameterization provides (e.g. a code)
-    param_layers = set(extra()) if extra is not None else set()
+    param_layers = set(param.extra())  # pseudo-layers the parameterization provides (e.g. a code)
     layers = (objective.layers | track.layers) - param_layers
     transforms = transforms if transforms is not None else nn.Identity()
     octave_sizes = list(octave_sizes) if octave_sizes else [None]
@@ -110,7 +111,7 @@ def optimize(
             image = param()
             acts = target(transforms(image), layers)
             if param_layers:
-                acts = {**acts, **extra()}
+                acts = {**acts, **param.extra()}
             score = objective(acts)  # (B,)
             (-score).sum().backward()  # the one place the sign flips: items do not interact
             if grad_norm:

@@ -1,5 +1,5 @@
 """Per-channel statistics of real TAEF2 latents, for latent AM's clamp and pull
-(:class:`dgnam.core.params.dgn.LatentParam`).
+(:class:`dgnam.core.params.LatentParam`): written here, read by :func:`load_latent_stats`.
 
     python -m dgnam.generator.latent_stats --cache outputs/code_cache/codes-<key>.pt \
         --out dgnam/priors/taef2_latent_stats.pt
@@ -13,6 +13,9 @@ import torch
 from torch import Tensor
 
 from dgnam.errors import DgnamError, first_line
+from dgnam.safeload import load_file
+
+STATS_FORMAT = "dgnam-latent-stats"
 
 
 @torch.no_grad()
@@ -28,6 +31,22 @@ def latent_statistics(latents: Tensor, q: float = 0.005) -> dict[str, Tensor]:
         sample = flat
     return {"mean": flat.mean(1), "std": flat.std(1), "low": sample.quantile(q, dim=1),
             "high": sample.quantile(1 - q, dim=1)}
+
+
+def load_latent_stats(path: str | Path) -> dict[str, Tensor]:
+    """Per-channel statistics of real TAEF2 latents (``mean``, ``std``, ``low``, ``high``: (C,)),
+    written by ``python -m dgnam.generator.latent_stats``; loaded without running code."""
+    p = Path(path).expanduser()
+    blob = load_file(p, "latent statistics file", " (param.stats=<file>; rebuild it with "
+                     "python -m dgnam.generator.latent_stats)")
+    if not isinstance(blob, dict) or blob.get("format") != STATS_FORMAT:
+        raise DgnamError(f"{p} is not a latent statistics file (no format tag {STATS_FORMAT!r})")
+    keys = ("mean", "std", "low", "high")
+    bad = [k for k in keys if not isinstance(blob.get(k), Tensor) or blob[k].dim() != 1]
+    if bad or len({blob[k].numel() for k in keys}) != 1:
+        raise DgnamError(f"latent statistics {p}: {', '.join(bad) or 'mean/std/low/high'} must be 1-d tensors "
+                         f"of one length (the latent channels)")
+    return {k: blob[k].float() for k in keys}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         if not isinstance(lat, Tensor) or lat.dim() != 5:
             raise DgnamError(f"{a.cache} holds no latents (encode with generator=latent)")
         st = latent_statistics(lat.flatten(0, 1), a.q)
-        blob = {"format": "dgnam-latent-stats", **st, "q": a.q, "n": int(lat.shape[0]),
+        blob = {"format": STATS_FORMAT, **st, "q": a.q, "n": int(lat.shape[0]),
                 "source": Path(a.cache).name, "meta": cache.get("meta", {})}
         atomic_write(a.out, lambda p: torch.save(blob, p))
         print(f"wrote {a.out}: {lat.shape[0]} images, mean {st['mean'].mean():.3f}, "

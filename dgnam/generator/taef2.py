@@ -3,7 +3,7 @@
 TAEF2 (github.com/madebyollin/taesd, MIT licence) maps RGB images in [0, 1] with sides that are
 multiples of 8 to latents (B, 32, H/8, W/8) and back. Its decoder is a ready-made natural-image
 generator: the latent prior (:class:`dgnam.generator.latent.LatentGenerator`) trains only a small
-head in front of it, and latent AM (:class:`dgnam.core.params.dgn.LatentParam`) optimizes its input directly.
+head in front of it, and latent AM (:class:`dgnam.core.params.LatentParam`) optimizes its input directly.
 
 The architectures are data (:data:`TAEF2_ENCODER`, :data:`TAEF2_DECODER`): a list of layers whose
 index in the list is the key prefix of the original ``nn.Sequential`` state dict, so the shared

@@ -1,5 +1,5 @@
 """Pieces shared by the image views (activation maps, receptive fields, feature inversion):
-the source photo, layer lists in depth order, and config checks.
+layer lists in depth order and spatial-layer checks.
 
 Everything here runs before any optimization, so a bad value fails in one line with nothing written.
 """
@@ -9,32 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
+from omegaconf import OmegaConf
+from torch import nn
 
 from dgnam.errors import DgnamError
-from dgnam.core.images import resize_crop
-from dgnam.io import load_image
 from dgnam.core.models import INPUT, Target
-
-ASTRONAUT = "astronaut"  # scikit-image's sample photo (Eileen Collins), the articles' example
-
-
-def source_image(path: str | None, size: int) -> Tensor:
-    """The photo a view is computed for -> (3, size, size) in [0, 1].
-
-    ``path``: an image file (grayscale and RGBA are converted to RGB; alpha on white), or ``None`` /
-    ``"astronaut"`` for scikit-image's ``data.astronaut()``. Shorter side resized to ``size``, then
-    centre-cropped.
-    """
-    if path is None or str(path) in ("", ASTRONAUT):
-        from skimage import data
-
-        x = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).float() / 255.0  # (3, 512, 512)
-        return resize_crop(x, size)
-    return load_image(str(path), size)
-
 
 def layer_list(target: Target, spec: Any) -> list[str]:
     """A layer spec (one name, a list of names, or ``"all"``) -> checked layer names in depth order.
@@ -100,22 +79,3 @@ def spatial_layers(target: Target, layers: Sequence[str], size: int, why: str) -
         if len(shape) != 3:
             raise DgnamError(f"{why} need a conv or pool layer, but {layer} has shape {tuple(shape)} "
                              f"(not C x H x W); choose a spatial layer")
-
-
-def positive_int(cfg: DictConfig, key: str, default: int | None = None) -> int:
-    """``cfg.<key>`` as a positive integer, or a one-line error naming the key."""
-    val = OmegaConf.select(cfg, key, default=default)
-    try:
-        ival = int(val)
-    except (TypeError, ValueError):
-        raise DgnamError(f"{key}={val!r} must be a positive integer") from None
-    if ival <= 0 or ival != float(val):
-        raise DgnamError(f"{key}={val!r} must be a positive integer")
-    return ival
-
-
-def one_of(value: Any, key: str, valid: Sequence[str]) -> str:
-    """Check a string option against its valid values."""
-    if value not in valid:
-        raise DgnamError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
-    return str(value)

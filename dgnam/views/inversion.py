@@ -19,22 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dgnam.core import objectives as O
 from dgnam.core.images import psnr as psnr_db
-from dgnam.views.am import build_priors, build_target_from_cfg, check_priors, make_init
 from dgnam.cli import atomic_write
+from dgnam.config import build, build_priors, build_target_from_cfg, make_init, param_class, prepare
+from dgnam.core.models import INPUT, Target
+from dgnam.io import source_image
+from dgnam.views.common import depth, layer_list
 from dgnam.errors import DgnamError
 from dgnam.io import labelled_grid, safe_name, save_png, write_results
 from dgnam.core.loop import PostStep, optimize
-from dgnam.core.models import INPUT, Target, pick_device
-from dgnam.core.params import PixelParam
 from dgnam.core.poststeps import Clamp, raw
-from dgnam.views.common import depth, layer_list, positive_int, source_image
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +156,8 @@ def run_inversion(cfg: DictConfig, out_dir: str | Path) -> dict:
     ``results.json/.csv`` and ``results.md`` (per layer and variant: normalized feature error, PSNR,
     SSIM) and ``inversion_errors.png`` (the errors against depth)."""
     out = Path(out_dir)
-    device = pick_device(cfg.get("device", "auto"))
-    steps = positive_int(cfg, "steps")
-    size = positive_int(cfg, "image_size")
-    batch_size = positive_int(cfg, "batch_size")
-    priors = check_priors(OmegaConf.to_container(cfg.get("priors") or {}, resolve=True))
+    pre = prepare(cfg)
+    device, steps, size, batch_size, priors = pre.device, pre.steps, pre.size, pre.batch_size, pre.priors
     icfg = cfg.get("inversion") or {}
     variants = icfg.get("variants", list(VARIANTS))
     variants = [variants] if isinstance(variants, str) else list(variants)
@@ -173,19 +169,15 @@ def run_inversion(cfg: DictConfig, out_dir: str | Path) -> dict:
     tv_growth = float(icfg.get("tv_growth", 0.0))
     if tv_growth < 0:
         raise DgnamError(f"inversion.tv_growth={tv_growth} must be >= 0")
-    init_cfg = OmegaConf.to_container(cfg.init, resolve=True) if cfg.get("init") else {"kind": "noise"}
-    make_init(init_cfg, 1, 8, 0)
-    grad_norm = cfg.get("grad_norm") or None
-    if grad_norm not in (None, "none", "l1", "l2"):
-        raise DgnamError(f"unknown grad_norm {grad_norm!r}; valid: none, l1, l2")
+    init_cfg, grad_norm = pre.init, pre.grad_norm
     photo = source_image(cfg.get("image"), size)
-    factory = instantiate(cfg.param)
-    is_pixel = getattr(factory, "func", factory) is PixelParam
+    factory = build(cfg.param)
+    is_pixel = param_class(factory).pixel_space
     target = build_target_from_cfg(cfg, device)
     layers = layer_list(target, cfg.get("layers"))
-    opt_factory = instantiate(cfg.optimizer)
-    sched_factory = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    seed = int(cfg.get("seed", 0))
+    opt_factory = build(cfg.optimizer)
+    sched_factory = build(cfg.scheduler) if cfg.get("scheduler") else None
+    seed = pre.seed
     no_penalty = {**priors, **{k: 0.0 for k in PENALTIES}}
     tfs_probe, _, _ = build_priors(no_penalty, torch.Generator(), pixel=is_pixel)  # checks the priors
     split = len(tfs_probe) > 0

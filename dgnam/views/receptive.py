@@ -34,23 +34,22 @@ import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from PIL import ImageDraw
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from dgnam.core import objectives as O
-from dgnam.views.am import build_priors, build_target_from_cfg, check_priors, make_init
 from dgnam.cli import atomic_write
+from dgnam.config import build, build_priors, build_target_from_cfg, make_init, param_class, positive_int, prepare
+from dgnam.core.models import INPUT, Target
+from dgnam.io import source_image
+from dgnam.views.common import layer_list, spatial_layers
 from dgnam.errors import DgnamError, first_line
 from dgnam.io import labelled_grid, safe_name, save_png, to_pil, write_results
 from dgnam.core.loop import optimize
-from dgnam.core.models import INPUT, Target, pick_device
-from dgnam.core.params import PixelParam
 from dgnam.core.poststeps import raw
 from dgnam.core.units import select_units
-from dgnam.views.common import layer_list, positive_int, source_image, spatial_layers
 
 log = logging.getLogger(__name__)
 
@@ -507,23 +506,14 @@ def run_receptive_field(cfg: DictConfig, out_dir: str | Path) -> dict:
     cropped and zoomed), ``rf_summary.png``, ``<layer>/<unit>_{full,crop}.png``, ``results.json/.csv``
     (a row per unit) and ``fields.md`` (a table per layer)."""
     out = Path(out_dir)
-    device = pick_device(cfg.get("device", "auto"))
-    steps = positive_int(cfg, "steps")
-    size = positive_int(cfg, "image_size")
-    batch_size = positive_int(cfg, "batch_size")
+    pre = prepare(cfg)
+    device, steps, size, batch_size, priors = pre.device, pre.steps, pre.size, pre.batch_size, pre.priors
     zoom = positive_int(cfg, "rf.zoom_size", default=size)
     check = bool(OmegaConf.select(cfg, "rf.check", default=True))
-    priors = check_priors(OmegaConf.to_container(cfg.get("priors") or {}, resolve=True))
-    init_cfg = OmegaConf.to_container(cfg.init, resolve=True) if cfg.get("init") else {"kind": "noise"}
-    photo_init = init_cfg.get("kind") == "image" and init_cfg.get("path") in (None, "", "astronaut")
+    init_cfg, grad_norm = pre.init, pre.grad_norm
     start_photo = source_image(init_cfg.get("path"), size) if init_cfg.get("kind") == "image" else None
-    if not photo_init:
-        make_init(init_cfg, 1, 8, 0)  # checks kind and file
-    grad_norm = cfg.get("grad_norm") or None
-    if grad_norm not in (None, "none", "l1", "l2"):
-        raise DgnamError(f"unknown grad_norm {grad_norm!r}; valid: none, l1, l2")
-    factory = instantiate(cfg.param)
-    if getattr(factory, "func", factory) is not PixelParam:
+    factory = build(cfg.param)
+    if not param_class(factory).pixel_space:
         raise DgnamError("mode=receptive_field changes pixels inside the field only; it needs param=pixel")
     target = build_target_from_cfg(cfg, device)
     spec = cfg.get("layers")
@@ -542,8 +532,8 @@ def run_receptive_field(cfg: DictConfig, out_dir: str | Path) -> dict:
         plan[layer] = [(u, w // 2 if u.x is None else u.x, h // 2 if u.y is None else u.y) for u in units]
     measured = gradient_boxes(target, {la: [(x, y) for _, x, y in plan[la][:1]] for la in layers}, size) \
         if check else {}
-    opt_factory = instantiate(cfg.optimizer)
-    seed = int(cfg.get("seed", 0))
+    opt_factory = build(cfg.optimizer)
+    seed = pre.seed
     rows, summary_tiles, summary_labels = [], [], []
     md = ["| layer | node | units (C x H x W) | field size | stride | offset | unit (x, y) | computed box | "
           "measured box | agree |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -1,0 +1,258 @@
+"""From a config to built parts: the checks and builders every mode of ``visualize.py`` shares.
+
+Everything here runs before any optimization, so a bad value fails in one line (a
+:class:`~dgnam.errors.DgnamError`) with nothing written. The image priors are one structured config,
+:class:`Priors`: its fields are the valid names, its defaults the ``priors`` node of
+``conf/visualize.yaml`` (registered with Hydra's ConfigStore as ``priors/default``), and
+:func:`check_priors` is the one place their ranges are checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from hydra.core.config_store import ConfigStore
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from dgnam.core import objectives as O
+from dgnam.core import poststeps as P
+from dgnam.core import transforms as T
+from dgnam.core.models import INPUT, Target, pick_device
+from dgnam.core.params import ImageParam
+from dgnam.errors import DgnamError
+from dgnam.io import source_image
+
+
+@dataclass
+class Priors:
+    """The image priors, each a switch with the literature's values in comments; 0 / empty = off."""
+
+    decay: float = 0.0            # L2 decay of the zero-centred pixels per step (Yosinski: 0.0001-0.3)
+    blur_every: int = 0           # Gaussian blur every k steps (Yosinski: 4-8) ...
+    blur_sigma: float = 1.0       # ... with this sigma (0.3-1)
+    pad: int = 0                  # constant-grey padding before the random transforms (Lucid: 12)
+    jitter: int = 0               # random shift by up to k pixels (Lucid: 8, then 4)
+    jitter2: int = 0              # a second, final jitter (Lucid: 4)
+    scale: list[float] = field(default_factory=list)  # random scale factors (Lucid: [1, 0.975, 1.025, 0.95, 1.05])
+    rotate: int = 0               # random rotation in [-k, k] degrees (Lucid: 5 or 10)
+    tv: float = 0.0               # weight of total variation, subtracted from the objective
+    tv_beta: float = 2.0          # TV exponent (Mahendran & Vedaldi: 2)
+    l2: float = 0.0               # weight of the mean squared zero-centred pixel value
+    alpha_norm: float = 0.0       # weight of the alpha-norm of the zero-centred image
+    alpha: float = 6.0            # its exponent (Mahendran & Vedaldi: 6)
+    clip_norm_pct: float = 0.0    # zero pixels below this percentile of colour norm (Yosinski)
+    clip_contrib_pct: float = 0.0  # zero pixels below this percentile of |x * grad| (Yosinski)
+    clamp: bool = True            # keep pixels in [0, 1] after each step (pixel parameterization)
+
+
+PRIOR_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Priors))
+PRIOR_DEFAULTS: dict[str, Any] = dataclasses.asdict(Priors())
+PIXEL_ONLY_PRIORS = ("decay", "blur_every", "clip_norm_pct", "clip_contrib_pct")
+GRAD_NORMS = ("none", "l1", "l2")
+
+ConfigStore.instance().store(group="priors", name="default", node=Priors)
+
+
+def unknown_prior(name: str) -> str:
+    """The one-line message for a prior name that does not exist."""
+    return f"unknown prior {name!r}; valid priors: {', '.join(PRIOR_NAMES)}"
+
+
+def check_priors(priors: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
+    """Merge with the defaults and check every range; an unknown name lists the valid ones."""
+    if OmegaConf.is_config(priors):
+        priors = OmegaConf.to_container(priors, resolve=True)
+    priors = dict(priors or {})
+    unknown = [k for k in priors if k not in PRIOR_DEFAULTS]
+    if unknown:
+        raise DgnamError(unknown_prior(unknown[0]))
+    merged = {**PRIOR_DEFAULTS, **priors}
+    for k in ("decay", "tv", "l2", "alpha_norm", "blur_sigma", "clip_norm_pct", "clip_contrib_pct"):
+        if float(merged[k]) < 0:
+            raise DgnamError(f"prior {k}={merged[k]} must be >= 0")
+    for k in ("blur_every", "pad", "jitter", "jitter2", "rotate"):
+        if int(merged[k]) < 0:
+            raise DgnamError(f"prior {k}={merged[k]} must be >= 0")
+    if not 0 <= float(merged["decay"]) < 1:
+        raise DgnamError(f"prior decay={merged['decay']} must be in [0, 1)")
+    for k in ("clip_norm_pct", "clip_contrib_pct"):
+        if float(merged[k]) >= 100:
+            raise DgnamError(f"prior {k}={merged[k]} must be below 100 (a percentile)")
+    return merged
+
+
+def build_priors(priors: Mapping[str, Any], generator: torch.Generator, pixel: bool = True,
+                 ) -> tuple[nn.Module, list[P.PostStep], O.Objective | None]:
+    """Priors -> (transforms before the target, post-steps, penalty objective to subtract).
+
+    ``pixel`` says whether the parameterization is plain pixels (pixel-space post-steps apply)."""
+    p = check_priors(priors)
+    tfs: list[nn.Module] = []
+    if p["pad"]:
+        tfs.append(T.Pad(int(p["pad"])))
+    if p["jitter"]:
+        tfs.append(T.Jitter(int(p["jitter"]), generator))
+    if p["scale"]:
+        tfs.append(T.RandomScale([float(s) for s in p["scale"]], generator))
+    if p["rotate"]:
+        k = int(p["rotate"])
+        tfs.append(T.RandomRotate(list(range(-k, k + 1)), generator))
+    if p["jitter2"]:
+        tfs.append(T.Jitter(int(p["jitter2"]), generator))
+    posts: list[P.PostStep] = []
+    pixel_only = [k for k in PIXEL_ONLY_PRIORS if p[k]]
+    if pixel_only and not pixel:
+        raise DgnamError(f"prior {pixel_only[0]} acts on pixels; it needs param=pixel")
+    if p["decay"]:
+        posts.append(P.Decay(float(p["decay"])))
+    if p["blur_every"]:
+        posts.append(P.BlurEvery(int(p["blur_every"]), float(p["blur_sigma"])))
+    if p["clip_norm_pct"]:
+        posts.append(P.ClipSmallNorm(float(p["clip_norm_pct"])))
+    if p["clip_contrib_pct"]:
+        posts.append(P.ClipSmallContribution(float(p["clip_contrib_pct"])))
+    if p["clamp"] and pixel:
+        posts.append(P.Clamp(-0.5, 0.5))
+    penalty: O.Objective | None = None
+    for weight, term in ((p["tv"], lambda: O.total_variation(float(p["tv_beta"]))),
+                         (p["l2"], lambda: O.l2(INPUT)),
+                         (p["alpha_norm"], lambda: O.alpha_norm(float(p["alpha"])))):
+        if weight:
+            t = float(weight) * term()
+            penalty = t if penalty is None else penalty + t
+    return nn.Sequential(*tfs), posts, penalty
+
+
+def octave_sizes(size: int, n: int, scale: float) -> list[int]:
+    """Image sides for ``n`` octaves ending at ``size``, each ``scale`` times the previous."""
+    if n < 1:
+        raise DgnamError(f"octaves.n={n} must be >= 1")
+    if n > 1 and scale <= 1:
+        raise DgnamError(f"octaves.scale={scale} must be > 1")
+    return [max(8, round(size / scale ** (n - 1 - i))) for i in range(n)]
+
+
+def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int) -> Tensor:
+    """(B, 3, size, size) start images, the same for every item: noise, grey or an image file."""
+    kind = init.get("kind", "noise")
+    if kind == "noise":
+        g = torch.Generator().manual_seed(seed)
+        low, high = float(init.get("low", 0.4)), float(init.get("high", 0.6))
+        one = torch.rand(1, 3, size, size, generator=g) * (high - low) + low
+    elif kind == "grey":
+        one = torch.full((1, 3, size, size), 0.5)
+    elif kind == "image":
+        if not init.get("path"):
+            raise DgnamError("init.kind=image needs init.path=<image file> (or init.path=astronaut)")
+        one = source_image(init["path"], size)[None]
+    else:
+        raise DgnamError(f"unknown init kind {kind!r}; valid: noise, grey, image")
+    return one.expand(batch, -1, -1, -1).contiguous()
+
+
+def init_config(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.init`` as a plain dict (``{"kind": "noise"}`` when absent), checked by building one."""
+    init = OmegaConf.to_container(cfg.init, resolve=True) if cfg.get("init") else {"kind": "noise"}
+    make_init(init, 1, 8, 0)  # an unreadable image or unknown kind fails here, before any work
+    return init
+
+
+def build(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, re-raising a :class:`DgnamError` raised inside the target as it
+    is (Hydra wraps it in an ``InstantiationException``), so the user sees its one line."""
+    try:
+        return instantiate(node, **kwargs)
+    except DgnamError:
+        raise
+    except Exception as e:
+        cause = e.__cause__ or e.__context__
+        while cause is not None and not isinstance(cause, DgnamError):
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, DgnamError):
+            raise cause from None
+        raise
+
+
+def build_target_from_cfg(cfg: DictConfig, device: torch.device) -> Target:
+    """Instantiate ``cfg.model`` (a ``dgnam.core.models.build_target`` leaf) on ``device``."""
+    return build(cfg.model, device=device)
+
+
+def param_class(factory: Callable[..., nn.Module], probe_size: int = 8) -> type[ImageParam]:
+    """The class a parameterization factory builds, so a mode knows its contract (e.g.
+    ``pixel_space``) before any work: read from a class, a ``functools.partial`` of one or of a
+    ``from_...`` classmethod; any other callable is called once on a one-item noise start of side
+    ``probe_size`` to see what it builds."""
+    fn = factory.func if isinstance(factory, functools.partial) else factory
+    owner = getattr(fn, "__self__", None)  # a bound classmethod such as GeneratorParam.from_prior
+    cls = owner if isinstance(owner, type) else fn
+    if not isinstance(cls, type):
+        probe = torch.full((1, 3, probe_size, probe_size), 0.5)
+        cls = type(factory(init=probe, noise=True, generator=torch.Generator().manual_seed(0)))
+    if not issubclass(cls, ImageParam):
+        raise DgnamError(f"param._target_ must build a dgnam.core.params.ImageParam, not {cls.__name__}")
+    return cls
+
+
+def positive_int(cfg: DictConfig, key: str, default: int | None = None) -> int:
+    """``cfg.<key>`` as a positive integer, or a one-line error naming the key."""
+    val = OmegaConf.select(cfg, key, default=default)
+    try:
+        ival = int(val)
+    except (TypeError, ValueError):
+        raise DgnamError(f"{key}={val!r} must be a positive integer") from None
+    if ival <= 0 or ival != float(val):
+        raise DgnamError(f"{key}={val!r} must be a positive integer")
+    return ival
+
+
+def one_of(value: Any, key: str, valid: Sequence[str]) -> str:
+    """Check a string option against its valid values."""
+    if value not in valid:
+        raise DgnamError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+    return str(value)
+
+
+def grad_norm_of(cfg: DictConfig) -> str | None:
+    """``cfg.grad_norm`` checked: None (off), ``l1`` or ``l2``."""
+    value = cfg.get("grad_norm") or None
+    if value is not None:
+        one_of(value, "grad_norm", GRAD_NORMS)
+    return None if value == "none" else value
+
+
+@dataclass
+class Prepared:
+    """What every optimizing mode reads from its config first, all checked (see :func:`prepare`)."""
+
+    device: torch.device
+    steps: int
+    batch_size: int
+    size: int
+    priors: dict[str, Any]
+    init: dict[str, Any]
+    grad_norm: str | None
+    seed: int
+
+
+def prepare(cfg: DictConfig, batch_key: str = "batch_size") -> Prepared:
+    """The shared preamble of the optimizing modes: device, steps, batch size, image size, priors,
+    start images and gradient normalization, each checked before any work (the target is built by
+    the caller, after its own checks)."""
+    return Prepared(
+        device=pick_device(cfg.get("device", "auto")),
+        steps=positive_int(cfg, "steps"),
+        batch_size=positive_int(cfg, batch_key),
+        size=positive_int(cfg, "image_size"),
+        priors=check_priors(cfg.get("priors")),
+        init=init_config(cfg),
+        grad_norm=grad_norm_of(cfg),
+        seed=int(cfg.get("seed", 0)),
+    )
