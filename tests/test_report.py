@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import JUDGE, REPO, needs_shared
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
 
-from conftest import JUDGE, REPO, needs_shared
 from dgnam.cli import guarded
 from dgnam.errors import DgnamError
 from dgnam.eval.judges import load_judge
-from dgnam.eval.report import (ReportCallback, build_report, find_run_dirs, high_frequency_energy,
-                          order_methods, total_variation)
+from dgnam.eval.report import build_report, find_run_dirs, order_methods
+from dgnam.eval.run import ReportCallback
+from dgnam.eval.stats import high_frequency_energy, total_variation
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402
@@ -246,7 +247,7 @@ def test_presets_compose(compose):
                                                           "dgnam_latent", "latent_am"]
     assert list(cfg.report.methods_order) == cfg.hydra.sweeper.params.method.split(",")
     assert cfg.report.stats_size == 224
-    assert cfg.hydra.callbacks.report._target_ == "dgnam.eval.report.ReportCallback"
+    assert cfg.hydra.callbacks.report._target_ == "dgnam.eval.run.ReportCallback"
     assert cfg.report.judges[0].path.endswith("models/judge_mobilenet_v1_0.5_160.pt2")
     rep = compose(["experiment=report"])
     assert rep.mode == "report" and rep.report.judges[0].path == cfg.report.judges[0].path
@@ -272,8 +273,8 @@ def test_bad_judge_in_report_mode_exits_with_one_line(compose, tiny_runs, judge_
 def test_image_statistics_compare_images_of_different_sizes(tmp_path):
     """A 64-px image and the same image at 224 px get the same TV once both are measured at 224 px."""
     from dgnam.core.images import resize_crop
-    from dgnam.io import save_png
     from dgnam.eval.report import score_rows
+    from dgnam.io import save_png
 
     i, j = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
     small = (0.5 + 0.4 * torch.sin(2 * math.pi * 3 * (i + j) / 64)).float().expand(3, 64, 64)

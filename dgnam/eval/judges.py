@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dgnam.errors import DgnamError, first_line
 from dgnam.core.images import resize_crop
+from dgnam.errors import DgnamError, first_line
 
 KINDS = ("pt2", "torchvision")
 SPEC_KEYS = ("kind", "path", "name", "input_size", "arch", "weights_file", "weights", "mean", "std",
