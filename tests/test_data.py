@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
+from dgnam.errors import DgnamError
+from dgnam.generator.cache import CachedCodes
 from dgnam.generator.data import (
-    CachedCodes,
     FolderImages,
-    ImageDataModule,
     ImageDataset,
     ParquetImages,
     SyntheticImages,
@@ -26,7 +26,7 @@ from dgnam.generator.data import (
     open_source,
     pil_to_tensor,
 )
-from dgnam.errors import DgnamError
+from dgnam.generator.datamodule import ImageDataModule
 from dgnam.generator.encoder import Comparator, Encoder
 
 SHARED = Path(os.environ.get("DGNAM_SHARED", Path(__file__).resolve().parents[2] / "shared"))

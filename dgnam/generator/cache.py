@@ -3,6 +3,9 @@ features C(x), for the original and (optionally) the mirrored image.
 
 On a CPU, E and C on real images cost more than the generator itself; with a cache a training step
 runs only G (and C on G's output). The cache is one ``torch.save`` file of plain tensors.
+
+Holds the cache's key (:func:`cache_key`), its writer (:func:`encode_dataset`, :func:`load_or_encode`)
+and its reader, the dataset :class:`CachedCodes`.
 """
 
 from __future__ import annotations
@@ -16,12 +19,19 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
-from dgnam.cli import atomic_write
-from dgnam.generator.data import center_square, decode_image, open_source, pil_to_tensor
-from dgnam.errors import DgnamError
 from dgnam.core.images import resize
+from dgnam.errors import DgnamError
+from dgnam.generator.data import (
+    center_square,
+    decode_image,
+    expand_files,
+    open_source,
+    pil_to_tensor,
+)
 from dgnam.generator.encoder import Comparator, Encoder
+from dgnam.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +47,6 @@ def latent_describe(latent_encoder: Any) -> dict[str, Any]:
 def cache_key(source: Any, limit: int | None, encoder: Encoder, comparator: Comparator | None,
               resolution: int, flips: bool, load_size: int, latent_encoder: Any = None) -> str:
     """A short hash of everything that determines the cache's content."""
-    from dgnam.generator.data import expand_files
-
     try:  # the files themselves, so that equivalent globs and relative paths share one cache
         files = [str(Path(f).resolve()) for f in expand_files(source)]
     except DgnamError:
@@ -141,3 +149,33 @@ def load_or_encode(cache_dir: str | Path, source: Any, encoder: Encoder, compara
                          latent_encoder=latent_encoder)
     atomic_write(path, lambda p: torch.save(out, p))
     return out
+
+
+class CachedCodes(Dataset):
+    """Items from :func:`dgnam.generator.cache.encode_dataset`: image, code and comparator features.
+
+    With ``train`` a random view (original or mirrored) is drawn for each item; otherwise view 0.
+    Items: ``{"image": (3, R, R) float, "code": (D,), "feat": (...) (if cached), "latent": (C, r, r)
+    (if cached), "label": int}``.
+    """
+
+    def __init__(self, cache: dict[str, Any], train: bool = False) -> None:
+        self.images, self.codes, self.feats = cache["images"], cache["codes"], cache.get("feats")
+        self.labels, self.train = cache["labels"], train
+        self.latents = cache.get("latents")
+        self.views = int(self.codes.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        v = int(torch.randint(self.views, ())) if self.train and self.views > 1 else 0
+        img = self.images[i].float().div(255.0)
+        if v == 1:
+            img = img.flip(-1)
+        item = {"image": img, "code": self.codes[i, v].float(), "label": int(self.labels[i])}
+        if self.feats is not None:
+            item["feat"] = self.feats[i, v].float()
+        if self.latents is not None:
+            item["latent"] = self.latents[i, v].float()
+        return item
