@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dgnam.generator.data import CachedCodes, SyntheticImages, collate
 from dgnam.errors import DgnamError
 from dgnam.generator import (
     Balancer,
@@ -26,8 +25,11 @@ from dgnam.generator import (
     load_prior,
     save_prior,
 )
+from dgnam.generator.cache import CachedCodes
+from dgnam.generator.data import SyntheticImages, collate
 from dgnam.generator.losses import euclidean, weighted_sum
-from dgnam.generator.module import GeneratorModule, warmup_multistep
+from dgnam.generator.module import GeneratorModule
+from dgnam.generator.schedule import warmup_multistep
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_G = {"fc": [16], "width": 1 / 32}
@@ -326,7 +328,8 @@ def test_unknown_encoder_layer_lists_valid_ones(tiny_target):
 # ---------------------------------------------------------------------------------- configs, run()
 def test_every_config_composes(compose):
     conf = REPO / "conf"
-    groups = {g: sorted(p.stem for p in (conf / g).glob("*.yaml")) for g in ("encoder", "generator", "data", "trainer")}
+    groups = {g: sorted(p.stem for p in (conf / g).glob("*.yaml"))
+              for g in ("encoder", "generator", "data", "trainer", "callbacks", "logger")}
     for group, names in groups.items():
         assert names, group
         for name in names:
@@ -362,7 +365,7 @@ def test_gpu_preset_builds_and_fits_50_mb(compose):
 @pytest.mark.parametrize("preset", ["mobilenet_v2_latent_cpu", "mobilenet_v2_latent_gpu"])
 def test_latent_presets_build_and_fit_50_mb(compose, preset):
     from dgnam.generator.latent import LatentGenerator
-    from dgnam.generator.module import LatentGeneratorModule
+    from dgnam.generator.latent_module import LatentGeneratorModule
     from dgnam.generator.train import build_parts
 
     cfg = compose([f"experiment_train={preset}", "encoder=mobilenet_v2_random", "encoder.input_size=64",
@@ -421,7 +424,7 @@ def test_run_end_to_end_and_resume(compose, tmp_path):
 
 
 def test_periodic_checkpoint_writes_last_every_interval(tmp_path):
-    from dgnam.generator.train import PeriodicCheckpoint
+    from dgnam.generator.callbacks import PeriodicCheckpoint
 
     now = [0.0]
     written = []
@@ -457,6 +460,20 @@ def test_run_with_validation_writes_grids_and_best(compose, tmp_path):
 
     w, h = Image.open(grids[0]).size
     assert w == 8 * 66 + 2 and h == 66 + 2  # 4 originals beside 4 reconstructions, one row of 8
+
+
+def test_callbacks_and_loggers_are_config_entries(compose, tmp_path):
+    """conf/callbacks and conf/logger: a null entry switches one off; callbacks=none logger=none leave the prior only."""
+    from train_generator import run
+
+    one_epoch = TINY_OVERRIDES + ["trainer.max_steps=8"]  # 4 iterations: one epoch, then validation
+    out = run(compose(one_epoch + ["callbacks.sample_grids=null", "logger.tensorboard=null"], name="train_generator"),
+              out_dir=tmp_path / "a")
+    assert out["best_ckpt"] and out["last_ckpt"] and (tmp_path / "a" / "csv" / "metrics.csv").is_file()
+    assert not (tmp_path / "a" / "grids").exists() and not (tmp_path / "a" / "tb").exists()
+    out = run(compose(one_epoch + ["callbacks=none", "logger=none"], name="train_generator"), out_dir=tmp_path / "b")
+    assert out["best_ckpt"] is None and out["last_ckpt"] is None and out["val_mse"] is not None
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["prior.pt"]
 
 
 @pytest.mark.parametrize("override,match", [

@@ -11,21 +11,21 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from dgnam.core import objectives as O
-from dgnam.generator.data import CachedCodes, SyntheticImages, collate
+from dgnam.core.loop import optimize
 from dgnam.core.params import GeneratorParam, LatentParam
-from dgnam.generator.latent_stats import load_latent_stats
+from dgnam.core.transforms import Resize
 from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator
+from dgnam.generator.cache import CachedCodes
+from dgnam.generator.data import SyntheticImages, collate
 from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.latent import LatentGenerator, head_spec
-from dgnam.generator.latent_stats import latent_statistics
+from dgnam.generator.latent_module import LatentGeneratorModule
+from dgnam.generator.latent_stats import latent_statistics, load_latent_stats
 from dgnam.generator.latent_stats import main as stats_main
 from dgnam.generator.losses import Balancer
-from dgnam.generator.module import LatentGeneratorModule
 from dgnam.generator.prior import load_prior, save_prior
 from dgnam.generator.taef2 import TAEF2_DECODER, TAEF2Decoder, TAEF2Encoder, build
-from dgnam.core.loop import optimize
-from dgnam.core.transforms import Resize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

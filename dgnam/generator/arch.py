@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from dgnam.errors import DgnamError
 
 #: The DeePSiM "fc6" generator of Dosovitskiy & Brox (2016) as used by DGN-AM (256 x 256 output).
+#: The one copy: ``conf/generator/fc6.yaml`` composes it as ``generator.spec`` (see :mod:`dgnam.config`).
 FC6_GENERATOR: dict[str, Any] = {
     "fc": [4096, 4096],          # hidden fc widths (each LeakyReLU); then fc -> start_channels x 4 x 4
     "start_channels": 256,
@@ -42,6 +43,7 @@ FC6_GENERATOR: dict[str, Any] = {
 
 #: The DeePSiM discriminator: image convs [channels, kernel, stride], average pool, dropout, fc;
 #: the code enters through its own fc branch; both are joined by fc layers ending in 2 logits.
+#: The one copy: ``conf/train_generator.yaml`` composes it as ``discriminator.spec``.
 DEEPSIM_DISCRIMINATOR: dict[str, Any] = {
     "convs": [[32, 7, 4], [64, 5, 1], [128, 3, 2], [256, 3, 1], [256, 3, 2]],
     "image_fc": [256],

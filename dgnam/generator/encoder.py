@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from dgnam.core.images import resize
-from dgnam.errors import DgnamError
 from dgnam.core.models import Target
+from dgnam.errors import DgnamError
 
 POOLINGS = ("none", "avg", "max")
 

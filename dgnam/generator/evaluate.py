@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dgnam.generator.data import ImageDataset, open_source
 from dgnam.core.images import mse_to_psnr, resize
+from dgnam.generator.data import ImageDataset, open_source
 from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.prior import load_prior, prior_encoder
 

@@ -23,7 +23,8 @@ from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, latent_side
 
 KIND = "latent"
 
-#: The head H: code (B, D) -> latent (B, 32, R/8, R/8).
+#: The head H: code (B, D) -> latent (B, 32, R/8, R/8). The one copy: ``conf/generator/latent.yaml``
+#: composes it as ``generator.spec`` (see :mod:`dgnam.config`).
 LATENT_HEAD: dict[str, Any] = {
     "fc": [2048],              # hidden fc widths (each LeakyReLU); then fc -> start_channels x 4 x 4
     "start_channels": 256,

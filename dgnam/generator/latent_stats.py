@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import sys
 
-    from dgnam.cli import atomic_write
+    from dgnam.io import atomic_write
 
     s = argparse.ArgumentParser(prog="python -m dgnam.generator.latent_stats", description=main.__doc__)
     s.add_argument("--cache", required=True, help="a codes-*.pt cache that holds latents")

@@ -4,27 +4,28 @@ It receives its parts already built (G, D, E, C, optimizer and scheduler factori
 manual optimization: each step one D update, then one G update, each under
 ``toggled_optimizer``. Batches are dicts with ``image`` (B, 3, R, R) in [0, 1] and, when the data
 were encoded once in advance, ``code`` (B, D) = E(image) and ``feat`` = C(image).
+
+A latent prior's head trains in its subclass :class:`dgnam.generator.latent_module.LatentGeneratorModule`;
+the learning-rate schedule is :func:`dgnam.generator.schedule.warmup_multistep`, and the validation
+sample grids are written by the callback :class:`dgnam.generator.callbacks.SampleGrids`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
 
 from dgnam.errors import DgnamError
 from dgnam.generator.encoder import Comparator, Encoder, same_encoder
 from dgnam.generator.losses import (
     Balancer,
     discriminator_losses,
-    euclidean,
     feature_loss,
     generator_adversarial_loss,
     image_loss,
@@ -36,19 +37,6 @@ from dgnam.generator.losses import (
 log = logging.getLogger(__name__)
 
 LOSS_TERMS = ("image", "feature", "adversarial")
-
-
-def warmup_multistep(optimizer: Optimizer, milestones: list[int] = (), gamma: float = 0.5,
-                     warmup_steps: int = 0) -> LambdaLR:
-    """Per-iteration LR factor: linear warm-up from 1/warmup_steps to 1, then times ``gamma`` at each
-    milestone (iterations), like ``MultiStepLR``."""
-    ms = sorted(int(m) for m in milestones)
-
-    def factor(it: int) -> float:
-        f = min(1.0, (it + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-        return f * gamma ** sum(it >= m for m in ms)
-
-    return LambdaLR(optimizer, factor)
 
 
 class GeneratorModule(L.LightningModule):
@@ -65,7 +53,7 @@ class GeneratorModule(L.LightningModule):
         balance: the :class:`Balancer` (its ``enabled`` flag is the switch).
         channels_last: NHWC layout for G and D on GPU.
         code_noise: std of Gaussian noise added to training codes (0: none).
-        grid_images: number of fixed validation images shown as a grid each epoch.
+        grid_images: number of fixed validation images kept for :meth:`fixed_grid` (the sample grid).
     """
 
     loss_names = LOSS_TERMS
@@ -266,23 +254,6 @@ class GeneratorModule(L.LightningModule):
         pairs = torch.stack([x.float(), recon], 1).flatten(0, 1)  # (2k, 3, R, R): original, recon, ...
         return make_grid(pairs, nrow=8, padding=2, pad_value=1.0)
 
-    def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            return
-        grid = self.fixed_grid()
-        if grid is None:
-            return
-        step = int(self.iteration)
-        for lg in self.loggers:
-            exp = getattr(lg, "experiment", None)
-            if hasattr(exp, "add_image"):
-                exp.add_image("val/originals_and_reconstructions", grid, step)
-        root = Path(self.trainer.default_root_dir) / "grids"
-        root.mkdir(parents=True, exist_ok=True)
-        from torchvision.utils import save_image
-
-        save_image(grid, root / f"epoch{self.current_epoch:03d}-it{step:07d}.png")
-
     # -------------------------------------------------------------------------------- optimizers
     def configure_optimizers(self) -> Any:
         opt_g = self.optimizer_g([p for p in self.generator.parameters() if p.requires_grad])
@@ -314,99 +285,3 @@ class GeneratorModule(L.LightningModule):
             if k.startswith(("encoder.", "comparator.")):
                 checkpoint["state_dict"][k] = v
         self.balance.train_d = bool(checkpoint.get("dgnam_balancer_train_d", True))
-
-
-# --------------------------------------------------------------------------------------------------
-# Training: DeePSiM's losses where they are cheap
-# --------------------------------------------------------------------------------------------------
-LATENT_LOSS_TERMS = ("latent", "image", "feature", "adversarial")
-
-
-class LatentGeneratorModule(GeneratorModule):
-    """DeePSiM training of a :class:`dgnam.generator.latent.LatentGenerator`'s head (the decoder stays frozen).
-
-    - ``latent``: L2 between H(E(x)) and the photo's latent Enc(x) (``batch["latent"]``, cached, or
-      computed by ``latent_encoder``);
-    - ``adversarial``: D judges latents (the photo's against H's), and sees the code;
-    - ``feature``: C(Dec(H(h))) against C(x), and ``image``: Dec(H(h)) against x in pixels. Both need
-      a decode and its backward pass, the expensive part: they run every ``feature_every`` steps on
-      the first ``feature_items`` items of the batch (``None``: all).
-
-    Other arguments as :class:`GeneratorModule`.
-    """
-
-    loss_names = LATENT_LOSS_TERMS
-
-    def __init__(self, generator: nn.Module, *args: Any, latent_encoder: nn.Module | None = None,
-                 feature_every: int = 1, feature_items: int | None = None, **kwargs: Any) -> None:
-        super().__init__(generator, *args, **kwargs)
-        if int(feature_every) < 1:
-            raise DgnamError(f"loss.feature_every={feature_every} must be a positive number of steps")
-        if feature_items is not None and int(feature_items) < 1:
-            raise DgnamError(f"loss.feature_items={feature_items} must be positive (or null: every item)")
-        self.latent_encoder = latent_encoder.eval().requires_grad_(False) if latent_encoder is not None else None
-        self.feature_every = int(feature_every)
-        self.feature_items = int(feature_items) if feature_items is not None else None
-
-    def _freeze(self) -> None:
-        super()._freeze()
-        if self.latent_encoder is not None:
-            self.latent_encoder.eval()
-        self.generator.decoder.eval()
-
-    @torch.no_grad()
-    def real_latents(self, batch: dict[str, Tensor]) -> Tensor:
-        z = batch.get("latent")
-        if z is None:
-            if self.latent_encoder is None:
-                raise DgnamError("batch has no cached latents and no latent encoder was given")
-            z = self.latent_encoder(batch["image"])
-            batch["latent"] = z
-        return z.float()
-
-    def real(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.real_latents(batch)
-
-    def fake(self, h: Tensor) -> Tensor:
-        return self.generator.latent(h)  # (B, 32, r, r)
-
-    def decode_due(self) -> bool:
-        """Whether this step runs the decoder for the feature and image terms."""
-        return int(self.iteration) % self.feature_every == 0
-
-    def loss_terms(self, batch: dict[str, Tensor], recon: Tensor, feats: Tensor | None,
-                   fake_logits: Tensor | None) -> dict[str, Tensor]:
-        terms: dict[str, Tensor] = {}
-        if self.weights.get("latent", 0) > 0:
-            terms["latent"] = euclidean(recon, self.real_latents(batch))
-        want_f = self.weights.get("feature", 0) > 0 and self.comparator is not None and feats is not None
-        want_i = self.weights.get("image", 0) > 0
-        if (want_f or want_i) and self.decode_due():
-            k = self.feature_items or recon.shape[0]
-            img = self.generator.decoder(recon[:k])  # (k, 3, R, R), raw (training sees the raw output)
-            if want_f:
-                terms["feature"] = feature_loss(self.comparator(img), feats[:k])
-            if want_i:
-                terms["image"] = image_loss(img, batch["image"][:k])
-        if fake_logits is not None:
-            terms["adversarial"] = generator_adversarial_loss(fake_logits)
-        return terms
-
-    def step_metrics(self, batch: dict[str, Tensor], fake: Tensor) -> dict[str, Tensor]:
-        return {"train/latent_mse": mse(fake.detach(), self.real_latents(batch))}
-
-    @torch.no_grad()
-    def validation_metrics(self, batch: dict[str, Tensor], h: Tensor) -> dict[str, Tensor]:
-        return {"val/latent_mse": mse(self.generator.latent(h), self.real_latents(batch))}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        sd = checkpoint["state_dict"]
-        for k in [k for k in sd if k.startswith("latent_encoder.")]:
-            del sd[k]  # frozen, rebuilt from the config
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        for k, v in nn.Module.state_dict(self).items():
-            if k.startswith("latent_encoder."):
-                checkpoint["state_dict"][k] = v

@@ -14,11 +14,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dgnam.cli import atomic_write
 from dgnam.errors import DgnamError, first_line
-from dgnam.safeload import check_state_dict, load_file
 from dgnam.generator.arch import Generator
 from dgnam.generator.latent import LatentGenerator
+from dgnam.safeload import check_state_dict, load_file
 
 KINDS = ("pixel", "latent")
 
@@ -45,6 +44,8 @@ def save_prior(path: str | os.PathLike, generator: Generator | LatentGenerator, 
         "code_k": float(stats.get("code_k", torch.tensor(3.0))),
         "extra": dict(extra or {}),
     }
+    from dgnam.io import atomic_write  # file output, only when writing (loading a prior needs none)
+
     return atomic_write(path, lambda p: torch.save(blob, p))
 
 
@@ -104,9 +105,9 @@ def prior_encoder(info: dict[str, Any], weights_file: str | os.PathLike | None =
     its weights file. The file is ``weights_file`` when given, else the first of
     ``<prior's folder>/<name>`` and ``<shared>/models/<name>`` that exists.
     """
-    from dgnam import _shared_dir
-    from dgnam.generator.encoder import Encoder
     from dgnam.core.models import build_target
+    from dgnam.generator.encoder import Encoder
+    from dgnam.paths import shared_dir
 
     e = info.get("encoder") or {}
     if not e.get("arch") or not e.get("layer"):
@@ -118,7 +119,7 @@ def prior_encoder(info: dict[str, Any], weights_file: str | os.PathLike | None =
             raise DgnamError(f"encoder weights file not found: {wf}")
     elif name:
         places = ([Path(prior_path).resolve().parent / name] if prior_path else []) + \
-                 [Path(_shared_dir()) / "models" / name]
+                 [Path(shared_dir()) / "models" / name]
         wf = next((p for p in places if p.is_file()), None)
         if wf is None:
             raise DgnamError(f"the prior's encoder weights {name} were not found (looked in "

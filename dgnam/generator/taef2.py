@@ -169,9 +169,9 @@ class TAEF2Decoder(_TAEF2):
 
 def shared_file(name: str) -> str:
     """``<shared>/models/<name>``."""
-    from dgnam import _shared_dir
+    from dgnam.paths import shared_dir
 
-    return str(Path(_shared_dir()) / "models" / name)
+    return str(Path(shared_dir()) / "models" / name)
 
 
 @functools.lru_cache(maxsize=4)

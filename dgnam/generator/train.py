@@ -4,30 +4,30 @@ Called by ``train_generator.py`` (under Hydra) and directly by tests."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import random
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dgnam.cli import run_dir
+from dgnam.config import build  # also registers the resolvers and specs the configs use
+from dgnam.core.models import pick_device
 from dgnam.errors import DgnamError, first_line
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.latent import LatentGenerator, head_spec
+from dgnam.generator.latent_module import LatentGeneratorModule
 from dgnam.generator.losses import Balancer
-from dgnam.generator.module import GeneratorModule, LatentGeneratorModule
+from dgnam.generator.module import GeneratorModule
 from dgnam.generator.prior import KINDS, save_prior
 from dgnam.generator.stats import CodeStats
 from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, TAEF2Encoder
-from dgnam.core.models import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +36,11 @@ def _plain(x: Any) -> Any:
     return OmegaConf.to_container(x, resolve=True) if isinstance(x, DictConfig) or OmegaConf.is_list(x) else x
 
 
-def build(node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate``, re-raising a :class:`DgnamError` from the target as it is."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as e:
-        cause = e.__cause__
-        while cause is not None and not isinstance(cause, DgnamError):
-            cause = cause.__cause__
-        if isinstance(cause, DgnamError):
-            raise cause from None
-        raise
+def build_group(node: Any) -> list[Any]:
+    """One object per entry of a dict of ``_target_`` nodes (``cfg.callbacks``, ``cfg.logger``), in
+    order; a null entry (``callbacks.sample_grids=null``), or one whose target gives ``None``, is none."""
+    built = [build(entry) for entry in (node or {}).values() if entry is not None]
+    return [b for b in built if b is not None]
 
 
 def seed_everything(seed: int) -> None:
@@ -111,7 +103,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
 def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | None,
                        device: torch.device) -> dict[str, torch.Tensor]:
     """Per-unit code statistics over the training images (every cached view, or E on real images)."""
-    from dgnam.generator.data import CachedCodes
+    from dgnam.generator.cache import CachedCodes
 
     st = CodeStats()
     ds = dm.train_set
@@ -130,31 +122,6 @@ def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | No
             if max_images and seen >= max_images:
                 break
     return st.result(k)
-
-
-class PeriodicCheckpoint(Callback):
-    """Write ``path`` (the full training state, atomically) every ``minutes`` of training, so that a
-    killed run resumes from at most that far back (``ckpt_path=.../last.ckpt``).
-
-    (Lightning's ``ModelCheckpoint(train_time_interval=...)`` never fires under manual optimization.)"""
-
-    def __init__(self, path: str | os.PathLike, minutes: float, clock: Any = time.monotonic) -> None:
-        if minutes <= 0:
-            raise DgnamError(f"trainer.checkpoint_every_minutes={minutes} must be positive (or null)")
-        self.path, self.seconds, self.clock = Path(path), 60.0 * float(minutes), clock
-        self.started: float | None = None
-        self.saves = 0
-
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        now = self.clock()
-        if self.started is None:
-            self.started = now
-        elif now - self.started >= self.seconds:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(tmp)
-            os.replace(tmp, self.path)
-            self.started, self.saves = now, self.saves + 1
 
 
 def load_generator_weights(generator: Generator, ckpt: Path) -> dict[str, Any]:
@@ -212,14 +179,21 @@ def _collate():
 def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train a generator prior as ``cfg`` says; returns paths and final metrics.
 
+    The callbacks and loggers are the entries of ``cfg.callbacks`` and ``cfg.logger`` (see
+    :func:`build_group`), with ``${run_dir}`` = ``out_dir`` (default: Hydra's run directory). Without
+    validation data, callbacks that monitor a ``val/`` metric are left out; with
+    ``trainer.enable_progress_bar=false``, progress bars.
+
     Returns ``{"run_dir", "prior", "best_ckpt", "last_ckpt", "val_mse", "iterations",
     "global_step", "skipped_images", "code_dim", "resolution"}``."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 
     out = Path(out_dir) if out_dir is not None else run_dir()
     out.mkdir(parents=True, exist_ok=True)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.run_dir = str(out)  # ${run_dir}: where the callbacks and loggers write
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
     seed_everything(int(cfg.seed))
@@ -245,29 +219,25 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     precision = tcfg.pop("precision", "auto")
     if precision == "auto":
         precision = "bf16-mixed" if device.type == "cuda" else "32-true"
-    every_min = tcfg.pop("checkpoint_every_minutes", None)
-    progress = tcfg.pop("progress_bar_refresh", 10)
-    ckpt_dir = out / "checkpoints"
-    last_cb = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, enable_version_counter=False)
-    callbacks: list[Any] = [last_cb]
-    if every_min:  # ModelCheckpoint's train_time_interval never fires under manual optimization
-        callbacks.append(PeriodicCheckpoint(ckpt_dir / "last.ckpt", float(every_min)))
-    best_cb = None
-    if dm.val_src is not None:
-        best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best-{epoch:03d}-{step:07d}", monitor="val/mse",
-                                  mode="min", save_top_k=1, save_last=False, enable_version_counter=False)
-        callbacks.append(best_cb)
-    if tcfg.get("enable_progress_bar", True):
-        callbacks.append(TQDMProgressBar(refresh_rate=int(progress)))
-    loggers = [TensorBoardLogger(str(out), name="tb", version="", default_hp_metric=False),
-               CSVLogger(str(out), name="csv", version="")]
+    for key in ("checkpoint_every_minutes", "progress_bar_refresh"):  # read by conf/callbacks, not the Trainer's
+        tcfg.pop(key, None)
+    callbacks = build_group(cfg.get("callbacks"))
+    if dm.val_src is None:  # no validation data: nothing to monitor (no best checkpoint)
+        callbacks = [c for c in callbacks if not str(getattr(c, "monitor", None) or "").startswith("val/")]
+    if not tcfg.get("enable_progress_bar", True):  # Lightning refuses a progress bar callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    ckpts = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+    last_cb = next((c for c in ckpts if c.save_last), None)
+    best_cb = next((c for c in ckpts if c.monitor), None)
+    tcfg.setdefault("enable_checkpointing", bool(ckpts))  # callbacks=none: no Lightning default either
+    loggers = build_group(cfg.get("logger"))
     if cfg.generator.get("standardize_input", True) and not ckpt_path:
         dm.setup("fit")
         st = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
                                 device)
         parts["generator"].set_input_stats(st["code_mean"], st["code_std"])
     trainer = L.Trainer(**tcfg, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-                        precision=precision, default_root_dir=str(out), logger=loggers, callbacks=callbacks)
+                        precision=precision, default_root_dir=str(out), logger=loggers or False, callbacks=callbacks)
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
 
     # the prior: best weights by validation reconstruction when there are any, else the last
@@ -276,12 +246,12 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
         load_generator_weights(parts["generator"], Path(best))
     val_mse = trainer.callback_metrics.get("val/mse")
     best_score = best_cb.best_model_score if best_cb is not None else None
+    last = last_cb.last_model_path if last_cb is not None else ""
     prior_path = write_prior(cfg, dm, parts, out, device, {
         "val_mse": float(val_mse) if val_mse is not None else None,
         "best_val_mse": float(best_score) if best_score is not None else None,
-        "iterations": int(module.iteration), "checkpoint": best or last_cb.last_model_path})
-    return {"run_dir": str(out), "prior": str(prior_path), "best_ckpt": best,
-            "last_ckpt": last_cb.last_model_path or None,
+        "iterations": int(module.iteration), "checkpoint": best or last})
+    return {"run_dir": str(out), "prior": str(prior_path), "best_ckpt": best, "last_ckpt": last or None,
             "val_mse": float(val_mse) if val_mse is not None else None, "iterations": int(module.iteration),
             "global_step": int(trainer.global_step), "skipped_images": int(module.skipped_images),
             "code_dim": parts["encoder"].code_dim, "resolution": res}

@@ -1,0 +1,105 @@
+"""The LightningModule that trains a latent prior's head (:class:`dgnam.generator.latent.LatentGenerator`):
+DeePSiM's losses where they are cheap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dgnam.errors import DgnamError
+from dgnam.generator.losses import euclidean, feature_loss, generator_adversarial_loss, image_loss, mse
+from dgnam.generator.module import GeneratorModule
+
+LATENT_LOSS_TERMS = ("latent", "image", "feature", "adversarial")
+
+
+class LatentGeneratorModule(GeneratorModule):
+    """DeePSiM training of a :class:`dgnam.generator.latent.LatentGenerator`'s head (the decoder stays frozen).
+
+    - ``latent``: L2 between H(E(x)) and the photo's latent Enc(x) (``batch["latent"]``, cached, or
+      computed by ``latent_encoder``);
+    - ``adversarial``: D judges latents (the photo's against H's), and sees the code;
+    - ``feature``: C(Dec(H(h))) against C(x), and ``image``: Dec(H(h)) against x in pixels. Both need
+      a decode and its backward pass, the expensive part: they run every ``feature_every`` steps on
+      the first ``feature_items`` items of the batch (``None``: all).
+
+    Other arguments as :class:`GeneratorModule`.
+    """
+
+    loss_names = LATENT_LOSS_TERMS
+
+    def __init__(self, generator: nn.Module, *args: Any, latent_encoder: nn.Module | None = None,
+                 feature_every: int = 1, feature_items: int | None = None, **kwargs: Any) -> None:
+        super().__init__(generator, *args, **kwargs)
+        if int(feature_every) < 1:
+            raise DgnamError(f"loss.feature_every={feature_every} must be a positive number of steps")
+        if feature_items is not None and int(feature_items) < 1:
+            raise DgnamError(f"loss.feature_items={feature_items} must be positive (or null: every item)")
+        self.latent_encoder = latent_encoder.eval().requires_grad_(False) if latent_encoder is not None else None
+        self.feature_every = int(feature_every)
+        self.feature_items = int(feature_items) if feature_items is not None else None
+
+    def _freeze(self) -> None:
+        super()._freeze()
+        if self.latent_encoder is not None:
+            self.latent_encoder.eval()
+        self.generator.decoder.eval()
+
+    @torch.no_grad()
+    def real_latents(self, batch: dict[str, Tensor]) -> Tensor:
+        z = batch.get("latent")
+        if z is None:
+            if self.latent_encoder is None:
+                raise DgnamError("batch has no cached latents and no latent encoder was given")
+            z = self.latent_encoder(batch["image"])
+            batch["latent"] = z
+        return z.float()
+
+    def real(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.real_latents(batch)
+
+    def fake(self, h: Tensor) -> Tensor:
+        return self.generator.latent(h)  # (B, 32, r, r)
+
+    def decode_due(self) -> bool:
+        """Whether this step runs the decoder for the feature and image terms."""
+        return int(self.iteration) % self.feature_every == 0
+
+    def loss_terms(self, batch: dict[str, Tensor], recon: Tensor, feats: Tensor | None,
+                   fake_logits: Tensor | None) -> dict[str, Tensor]:
+        terms: dict[str, Tensor] = {}
+        if self.weights.get("latent", 0) > 0:
+            terms["latent"] = euclidean(recon, self.real_latents(batch))
+        want_f = self.weights.get("feature", 0) > 0 and self.comparator is not None and feats is not None
+        want_i = self.weights.get("image", 0) > 0
+        if (want_f or want_i) and self.decode_due():
+            k = self.feature_items or recon.shape[0]
+            img = self.generator.decoder(recon[:k])  # (k, 3, R, R), raw (training sees the raw output)
+            if want_f:
+                terms["feature"] = feature_loss(self.comparator(img), feats[:k])
+            if want_i:
+                terms["image"] = image_loss(img, batch["image"][:k])
+        if fake_logits is not None:
+            terms["adversarial"] = generator_adversarial_loss(fake_logits)
+        return terms
+
+    def step_metrics(self, batch: dict[str, Tensor], fake: Tensor) -> dict[str, Tensor]:
+        return {"train/latent_mse": mse(fake.detach(), self.real_latents(batch))}
+
+    @torch.no_grad()
+    def validation_metrics(self, batch: dict[str, Tensor], h: Tensor) -> dict[str, Tensor]:
+        return {"val/latent_mse": mse(self.generator.latent(h), self.real_latents(batch))}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        sd = checkpoint["state_dict"]
+        for k in [k for k in sd if k.startswith("latent_encoder.")]:
+            del sd[k]  # frozen, rebuilt from the config
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        for k, v in nn.Module.state_dict(self).items():
+            if k.startswith("latent_encoder."):
+                checkpoint["state_dict"][k] = v
