@@ -15,6 +15,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
+import dgnam.config  # noqa: F401  (registers the resolvers the configs use)
 from dgnam.cli import guarded
 from dgnam.generator.train import run
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from dgnam.cli import guarded, run_dir
 from dgnam.config import PRIOR_NAMES, unknown_prior
 from dgnam.errors import DgnamError
-from dgnam.eval.report import run_report
+from dgnam.eval.run import run_report
 from dgnam.views.actmaps import run_activation_maps
 from dgnam.views.am import run_am
 from dgnam.views.inversion import run_inversion

@@ -17,12 +17,12 @@ import time
 
 import torch
 
-from dgnam import PRIORS_DIR
 from dgnam.core import objectives as O
-from dgnam.core.params import GeneratorParam
 from dgnam.core.loop import optimize
 from dgnam.core.models import build_target, pick_device
+from dgnam.core.params import GeneratorParam
 from dgnam.core.transforms import Resize
+from dgnam.paths import PRIORS_DIR
 
 
 def run(target, prior: str, batch: int, steps: int, device: torch.device) -> float:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from dgnam.core.models import build_target, pick_device
 from dgnam.generator import Comparator, Discriminator, Encoder, Generator, generator_spec
 from dgnam.generator.latent import LatentGenerator, head_spec
 from dgnam.generator.losses import (
@@ -46,7 +47,6 @@ from dgnam.generator.losses import (
     image_loss,
 )
 from dgnam.generator.taef2 import TAEF2Decoder
-from dgnam.core.models import build_target, pick_device
 
 SHARED = Path(os.environ.get("DGNAM_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 WEIGHTS = SHARED / "models" / "mobilenet_v2_imagenet.pth"

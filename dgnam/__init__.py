@@ -2,28 +2,35 @@
 
 Pixel-space activation maximization (with the usual image priors), activation maps, receptive
 fields, feature inversion, and DGN-AM (activation maximization through a deep generator network
-prior), all on one optimization loop: :func:`dgnam.core.loop.optimize`.
+prior), all on one optimization loop, :func:`dgnam.optimize`.
+
+The package, by layer (each imports only from the layers above it):
+
+- ``dgnam.core``: the loop, objectives, transforms, post-steps, targets, units and the
+  parameterizations (``dgnam.core.params``); no Hydra, no files written.
+- ``dgnam.generator``: generator priors: architectures, the DeePSiM training module, data, caches,
+  the prior file format.
+- ``dgnam.views``: the modes of ``visualize.py`` (activation maximization, activation maps, feature
+  inversion, receptive fields), from a config to files.
+- ``dgnam.eval``: judges, image statistics and the comparison report.
+- ``dgnam.config`` (checks and builders every mode shares), ``dgnam.io`` (images in, files out),
+  ``dgnam.cli`` (Hydra entry glue), ``dgnam.errors``, ``dgnam.safeload``, ``dgnam.paths``.
+
+The names below are the Python API; the CLI is ``visualize.py`` and ``train_generator.py``.
 """
 
-from pathlib import Path
-
-from omegaconf import OmegaConf
+from dgnam.core import objectives, poststeps, transforms
+from dgnam.core.loop import Result, optimize
+from dgnam.core.models import INPUT, Target, build_target, pick_device
+from dgnam.core.params import FFTParam, GeneratorParam, ImageParam, LatentParam, PixelParam
+from dgnam.core.units import Unit, objective_for, select_units
+from dgnam.errors import DgnamError
+from dgnam.paths import PRIORS_DIR, shared_dir
 
 __version__ = "0.1.0"
-PRIORS_DIR = Path(__file__).resolve().parent / "priors"
 
-# ${dgnam_priors:} in configs: the folder of the generator priors that ship with the package.
-OmegaConf.register_new_resolver("dgnam_priors", lambda: str(PRIORS_DIR), replace=True)
-# ${dgnam_sub:a,b} = a - b (e.g. a schedule that reaches its end value on the last of `steps` steps).
-OmegaConf.register_new_resolver("dgnam_sub", lambda a, b: a - b, replace=True)
-
-
-def _shared_dir() -> str:
-    """$DGNAM_SHARED, else the ``shared`` folder beside the checkout (whatever the working directory)."""
-    import os
-
-    return os.environ.get("DGNAM_SHARED") or str(Path(__file__).resolve().parents[2] / "shared")
-
-
-# ${dgnam_shared:} in configs: where the shared assets (trained models, photos) are.
-OmegaConf.register_new_resolver("dgnam_shared", _shared_dir, replace=True)
+__all__ = [
+    "INPUT", "PRIORS_DIR", "DgnamError", "FFTParam", "GeneratorParam", "ImageParam", "LatentParam", "PixelParam",
+    "Result", "Target", "Unit", "build_target", "objective_for", "objectives", "optimize", "pick_device",
+    "poststeps", "select_units", "shared_dir", "transforms",
+]

@@ -4,7 +4,11 @@ Everything here runs before any optimization, so a bad value fails in one line (
 :class:`~dgnam.errors.DgnamError`) with nothing written. The image priors are one structured config,
 :class:`Priors`: its fields are the valid names, its defaults the ``priors`` node of
 ``conf/visualize.yaml`` (registered with Hydra's ConfigStore as ``priors/default``), and
-:func:`check_priors` is the one place their ranges are checked.
+:func:`check_priors` is the one place their ranges are checked. Importing this module also registers
+the resolvers the configs use (``${dgnam_priors:}``, ``${dgnam_shared:}``, ``${dgnam_sub:a,b}``), and
+the recipe's architectures that ``conf/train_generator.yaml`` composes (``generator/spec/fc6``,
+``generator/spec/latent``, ``discriminator/spec/deepsim``: the specs of :mod:`dgnam.generator.arch`
+and :mod:`dgnam.generator.latent`, which live there only).
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from dgnam.core import transforms as T
 from dgnam.core.models import INPUT, Target, pick_device
 from dgnam.core.params import ImageParam
 from dgnam.errors import DgnamError
+from dgnam.generator.arch import DEEPSIM_DISCRIMINATOR, FC6_GENERATOR
+from dgnam.generator.latent import LATENT_HEAD
 from dgnam.io import source_image
+from dgnam.paths import PRIORS_DIR, shared_dir
 
 
 @dataclass
@@ -58,6 +65,16 @@ PIXEL_ONLY_PRIORS = ("decay", "blur_every", "clip_norm_pct", "clip_contrib_pct")
 GRAD_NORMS = ("none", "l1", "l2")
 
 ConfigStore.instance().store(group="priors", name="default", node=Priors)
+ConfigStore.instance().store(group="generator/spec", name="fc6", node=FC6_GENERATOR)
+ConfigStore.instance().store(group="generator/spec", name="latent", node=LATENT_HEAD)
+ConfigStore.instance().store(group="discriminator/spec", name="deepsim", node=DEEPSIM_DISCRIMINATOR)
+
+# Resolvers the configs use: ${dgnam_priors:} (the priors shipped with the package), ${dgnam_shared:}
+# (the shared assets: trained models, photos) and ${dgnam_sub:a,b} = a - b (e.g. a schedule that
+# reaches its end value on the last of `steps` steps).
+OmegaConf.register_new_resolver("dgnam_priors", lambda: str(PRIORS_DIR), replace=True)
+OmegaConf.register_new_resolver("dgnam_shared", shared_dir, replace=True)
+OmegaConf.register_new_resolver("dgnam_sub", lambda a, b: a - b, replace=True)
 
 
 def unknown_prior(name: str) -> str:

@@ -9,17 +9,16 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import MOBILENET, REPO, needs_shared
 from PIL import Image
 
-from conftest import MOBILENET, REPO, needs_shared
-from dgnam.views.actmaps import activation_maps, colorize
 from dgnam.errors import DgnamError
 from dgnam.io import source_image
+from dgnam.views.actmaps import activation_maps, colorize
 from dgnam.views.common import layer_list, main_layers
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,9 +7,9 @@ import functools
 import pytest
 import torch
 
+from dgnam.config import build_priors, octave_sizes
 from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
-from dgnam.config import build_priors, octave_sizes
 from dgnam.core.loop import normalize_grad, optimize
 from dgnam.core.params import FFTParam, PixelParam, noise_init
 
@@ -215,6 +215,7 @@ def test_transforms_follow_the_seed():
 
 def test_channels_last_gives_the_same_activations():
     from conftest import TinyNet
+
     from dgnam.core.models import Target
 
     x = torch.rand(2, 3, 32, 32)

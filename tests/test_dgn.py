@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from dgnam.core import objectives as O
-from dgnam.core.params import GeneratorParam
-from dgnam.errors import DgnamError
 from dgnam.core.loop import optimize
+from dgnam.core.params import GeneratorParam
 from dgnam.core.transforms import Resize
+from dgnam.errors import DgnamError
 
 D = 16
 
@@ -125,6 +125,7 @@ def test_start_from_an_image_encodes_it_with_the_priors_encoder(tmp_path):
     """init.kind=image: h0 = E(image), E rebuilt from the prior's description and a weights file."""
     import torchvision
 
+    from dgnam.core.models import build_target
     from dgnam.generator import (
         Encoder,
         Generator,
@@ -132,7 +133,6 @@ def test_start_from_an_image_encodes_it_with_the_priors_encoder(tmp_path):
         generator_spec,
         save_prior,
     )
-    from dgnam.core.models import build_target
 
     torch.manual_seed(0)
     weights = tmp_path / "enc.pth"

@@ -9,18 +9,17 @@ import sys
 
 import pytest
 import torch
-
 from conftest import MOBILENET, REPO, needs_shared
-from dgnam.errors import DgnamError
-from dgnam.views.inversion import batches, feature_errors, feature_match_items, image_errors, plan_jobs
+
 from dgnam.core.loop import optimize
 from dgnam.core.params import PixelParam, noise_init
 from dgnam.core.poststeps import Clamp
+from dgnam.errors import DgnamError
 from dgnam.io import source_image
+from dgnam.views.inversion import batches, feature_errors, feature_match_items, image_errors, plan_jobs
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,20 +10,18 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO
-from dgnam.errors import DgnamError
+
 from dgnam.core.loop import optimize
 from dgnam.core.models import build_target
 from dgnam.core.params import PixelParam
 from dgnam.core.poststeps import BlurEvery, Decay
 from dgnam.core.transforms import Jitter
-from dgnam.views.receptive import (KeepOutside, box_mask, gradient_boxes, layer_fields, neurons,
-                             probe_model)
+from dgnam.errors import DgnamError
+from dgnam.views.receptive import KeepOutside, box_mask, gradient_boxes, layer_fields, neurons, probe_model
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

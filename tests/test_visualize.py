@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF, MOBILENET, REPO, needs_shared
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
-from conftest import CONF, MOBILENET, REPO, needs_shared
 from dgnam.config import check_priors
-from dgnam.errors import DgnamError
 from dgnam.core.models import build_target
+from dgnam.errors import DgnamError
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402
@@ -253,7 +253,7 @@ def test_every_method_runs_shrunk(compose, name, tmp_path):
 def test_atomic_write_gives_usual_permissions(tmp_path):
     import os
 
-    from dgnam.cli import atomic_write
+    from dgnam.io import atomic_write
 
     umask = os.umask(0o022)
     try:
@@ -272,9 +272,9 @@ def test_dgnam_results_score_the_image_the_target_saw(compose, tmp_path):
     from torch import nn
 
     from dgnam.config import build_target_from_cfg
-    from dgnam.views.am import run_am
     from dgnam.core.params import GeneratorParam
     from dgnam.core.transforms import Resize
+    from dgnam.views.am import run_am
 
     class Gen32(nn.Module):  # code (B, 8) -> (B, 3, 32, 32)
         def __init__(self) -> None:

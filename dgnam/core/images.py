@@ -53,12 +53,18 @@ def total_variation(images: Tensor, beta: float = 1.0, eps: float = 0.0) -> Tens
 
 
 def psnr(a: Tensor, b: Tensor, peak: float = 1.0) -> Tensor:
-    """PSNR in dB of each item, for images in [0, peak]: (B, ...) x2 -> (B,) (MSE floored at 1e-10)."""
-    return mse_to_psnr((a.float() - b.float()).pow(2).flatten(1).mean(1), peak)
+    """PSNR in dB of each item, ``10 log10(peak^2 / MSE)``, for images in [0, peak]: (B, ...) x2 -> (B,).
+
+    Computed per item by torchmetrics' ``peak_signal_noise_ratio`` (one definition for the
+    inversion errors, the generator's validation log and its evaluation)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    a, b = a.float(), b.float()
+    return torch.stack([peak_signal_noise_ratio(a[i : i + 1], b[i : i + 1], data_range=peak) for i in range(len(a))])
 
 
 def mse_to_psnr(mse: Tensor, peak: float = 1.0) -> Tensor:
-    """Per-item mean squared errors (B,) -> PSNR in dB (B,)."""
+    """Per-item mean squared errors (B,) -> PSNR in dB (B,), as :func:`psnr` (MSE floored at 1e-10)."""
     return 10 * torch.log10(peak**2 / mse.clamp_min(1e-10))
 
 

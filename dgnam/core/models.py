@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
-import socket
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-from dgnam.safeload import check_state_dict, load_file
+from dgnam.core.weights import download, load_weights_file, resolve_weights_enum
 from dgnam.errors import DgnamError, choices, first_line
 
 log = logging.getLogger(__name__)
@@ -209,44 +205,6 @@ class Target(nn.Module):
         raise DgnamError(f"class name {name!r} not found among the {len(low)} classes of {self.name}{hint}")
 
 
-def _resolve_weights_enum(arch: str, weights: str):
-    try:
-        enum_cls = torchvision.models.get_model_weights(arch)
-    except (ValueError, KeyError) as e:
-        raise DgnamError(f"no torchvision weights known for {arch!r}: {e}") from None
-    key = weights.split(".")[-1]
-    try:
-        return enum_cls.DEFAULT if key == "DEFAULT" else enum_cls[key]
-    except KeyError:
-        valid = ["DEFAULT"] + [w.name for w in enum_cls]
-        raise DgnamError(f"unknown weights {weights!r} for {arch}; valid: {', '.join(valid)}") from None
-
-
-def _cached_weights_file(enum) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(enum.url).path)
-
-
-def _download(enum, timeout: float) -> None:
-    """Fetch a weights enum's file into torch's hub cache, or fail with one clear line."""
-    dst = _cached_weights_file(enum)
-    if dst.exists():
-        return
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
-    try:
-        torch.hub.download_url_to_file(enum.url, str(dst), progress=True)
-    except Exception as e:  # no network, DNS failure, HTTP error, timeout ...
-        reason = first_line(getattr(e, "reason", e), 120)
-        raise DgnamError(
-            f"cannot download {type(enum).__name__}.{enum.name} from {enum.url} ({reason}); "
-            f"put that file at {dst}, or give a local state_dict with "
-            f"model.weights=null model.weights_file=/path/to/{dst.name}"
-        ) from None
-    finally:
-        socket.setdefaulttimeout(old)
-
-
 def build_target(
     arch: str = "vgg16",
     weights: str | None = None,
@@ -279,20 +237,13 @@ def build_target(
                          f"vgg16, alexnet, resnet50, mobilenet_v2 (all: {len(available)} names)")
     categories: Sequence[str] | None = imagenet_categories() if num_classes == 1000 else None
     if weights_file:
-        path = Path(os.path.expanduser(str(weights_file)))
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-        state = load_file(path, "weights file")
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        if not isinstance(state, dict):
-            raise DgnamError(f"weights file {path} holds a {type(state).__name__}, not a state_dict")
-        check_state_dict(model.state_dict(), state, f"weights file {path} does not fit {arch} (another architecture?)")
-        model.load_state_dict(state)
+        load_weights_file(model, weights_file, arch)
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
         input_size = input_size or 224
     elif weights:
-        enum = _resolve_weights_enum(arch, weights)
-        _download(enum, download_timeout)
+        enum = resolve_weights_enum(arch, weights)
+        download(enum, download_timeout)
         model = torchvision.models.get_model(arch, weights=enum)
         tf = enum.transforms()
         mean, std = mean or tf.mean, std or tf.std

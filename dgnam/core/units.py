@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dgnam.core import objectives as O
-from dgnam.errors import DgnamError
 from dgnam.core.models import Target
+from dgnam.errors import DgnamError
 
 KINDS = ("auto", "class", "channel", "neuron", "unit")
 

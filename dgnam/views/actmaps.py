@@ -18,14 +18,12 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from dgnam.cli import atomic_write
 from dgnam.config import build_target_from_cfg, one_of, positive_int
-from dgnam.io import source_image
-from dgnam.views.common import layer_list, spatial_layers
-from dgnam.errors import DgnamError
-from dgnam.io import labelled_grid, safe_name, save_png, write_results
 from dgnam.core.models import Target, pick_device
 from dgnam.core.units import select_units
+from dgnam.errors import DgnamError
+from dgnam.io import atomic_write, labelled_grid, safe_name, save_png, source_image, write_results
+from dgnam.views.common import layer_list, spatial_layers
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from dgnam.errors import DgnamError
 from dgnam.core.models import INPUT, Target
+from dgnam.errors import DgnamError
+
 
 def layer_list(target: Target, spec: Any) -> list[str]:
     """A layer spec (one name, a list of names, or ``"all"``) -> checked layer names in depth order.

@@ -23,17 +23,15 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from dgnam.config import build, build_priors, build_target_from_cfg, make_init, param_class, prepare
 from dgnam.core import objectives as O
 from dgnam.core.images import psnr as psnr_db
-from dgnam.cli import atomic_write
-from dgnam.config import build, build_priors, build_target_from_cfg, make_init, param_class, prepare
-from dgnam.core.models import INPUT, Target
-from dgnam.io import source_image
-from dgnam.views.common import depth, layer_list
-from dgnam.errors import DgnamError
-from dgnam.io import labelled_grid, safe_name, save_png, write_results
 from dgnam.core.loop import PostStep, optimize
+from dgnam.core.models import INPUT, Target
 from dgnam.core.poststeps import Clamp, raw
+from dgnam.errors import DgnamError
+from dgnam.io import atomic_write, labelled_grid, safe_name, save_png, source_image, write_results
+from dgnam.views.common import depth, layer_list
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +85,7 @@ def image_errors(images: Tensor, original: Tensor) -> tuple[list[float], list[fl
     ref = original[None].expand_as(images).float().cpu()
     imgs = images.float().cpu().clamp(0, 1)
     ssim = structural_similarity_index_measure(imgs, ref, data_range=1.0, reduction="none")
-    return [float(v) for v in psnr_db(imgs, ref)], [float(v) for v in ssim.reshape(-1)]
+    return [float(v) for v in psnr_db(imgs, ref, 1.0)], [float(v) for v in ssim.reshape(-1)]
 
 
 class OnlyItems:
