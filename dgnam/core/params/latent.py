@@ -4,11 +4,11 @@ is the trainable tensor, clamped per channel to the range of real latents."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
+from dgnam.core.images import resize
 from dgnam.core.params.base import ImageParam
 from dgnam.errors import DgnamError
 
@@ -67,9 +67,7 @@ class LatentParam(ImageParam):
             if encoder is None:
                 raise DgnamError("starting latent AM from an image needs param.encoder_file=<taef2_encoder.pth>")
             with torch.no_grad():
-                x = F.interpolate(init.float().cpu(), size=(8 * side, 8 * side), mode="bilinear",
-                                  align_corners=False, antialias=True)
-                z = encoder(x)
+                z = encoder(resize(init.float().cpu(), 8 * side, antialias=True))
         self.z = nn.Parameter(z.float())
         self.pull = float(pull)
         margin = float(clamp_margin) * st["std"]
