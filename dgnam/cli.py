@@ -50,3 +50,21 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
 
     return wrapper
+
+
+def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap the ``main`` of a ``python -m dgnam...`` command: a :class:`DgnamError` prints
+    ``error: <message>`` on one line and exits with status 2 (no Hydra run directory to clean)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DgnamError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper

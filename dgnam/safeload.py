@@ -1,10 +1,18 @@
 """Reading the files a user passes so that they cannot run code: ``torch.load(weights_only=True)``
-and explicit key/shape checks, each failure one line that names the file."""
+and explicit key/shape checks, each failure one line that names the file.
+
+Libraries that unpickle inside (``torch.export.load`` falls back to ``weights_only=False`` for a
+program's sample inputs and pickled constants) run under :func:`weights_only_everywhere`, which
+makes every ``torch.load`` in the process refuse code for as long as it lasts.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import pickle
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +30,31 @@ def load_file(path: str | os.PathLike, what: str, hint: str = "") -> Any:
     if not p.is_file():
         raise DgnamError(f"{what} not found: {p}{hint}")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about some pickles before refusing them
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise DgnamError(f"cannot read {what} {p}: it holds objects other than tensors and plain containers "
+                         f"(a pickle that could run code), refused") from None
     except Exception as e:
         raise DgnamError(f"cannot read {what} {p}: {first_line(e, 160)}") from None
+
+
+@contextlib.contextmanager
+def weights_only_everywhere() -> Iterator[None]:
+    """Inside, every ``torch.load`` is ``weights_only=True``, also where a library asks for
+    ``weights_only=False`` (torch's ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``, read at each call)."""
+    old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
 
 
 def check_state_dict(own: Mapping[str, torch.Tensor], state: Mapping[str, Any], what: str) -> None:

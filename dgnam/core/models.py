@@ -19,6 +19,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 from dgnam.core.weights import download, load_weights_file, resolve_weights_enum
 from dgnam.errors import DgnamError, choices, first_line
+from dgnam.safeload import weights_only_everywhere
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,8 @@ def build_target(
     elif weights:
         enum = resolve_weights_enum(arch, weights)
         download(enum, download_timeout)
-        model = torchvision.models.get_model(arch, weights=enum)
+        with weights_only_everywhere():  # the cached file in torch's hub folder is read without code
+            model = torchvision.models.get_model(arch, weights=enum)
         tf = enum.transforms()
         mean, std = mean or tf.mean, std or tf.std
         input_size = input_size or int(tf.crop_size[0])

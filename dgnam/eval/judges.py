@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from dgnam.core.images import resize_crop
 from dgnam.errors import DgnamError, first_line
+from dgnam.safeload import weights_only_everywhere
 
 KINDS = ("pt2", "torchvision")
 SPEC_KEYS = ("kind", "path", "name", "input_size", "arch", "weights_file", "weights", "mean", "std",
@@ -98,7 +100,11 @@ def _load_pt2(path: Path, name: str, input_size: int, batch_size: int) -> Judge:
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # torch logs a traceback for an unreadable file before raising
     try:
-        model = torch.export.load(str(path)).module()
+        with weights_only_everywhere():  # a crafted archive cannot run code through torch's fallback
+            model = torch.export.load(str(path)).module()
+    except pickle.UnpicklingError:
+        raise DgnamError(f"cannot read judge file {path}: it holds objects other than tensors (a pickle that "
+                         f"could run code), refused") from None
     except Exception as e:  # not a zip, truncated, another format ...
         raise DgnamError(f"cannot read judge file {path} as a torch.export program: {first_line(e)}") from None
     finally:

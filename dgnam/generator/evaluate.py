@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dgnam.cli import one_line_errors
 from dgnam.core.images import mse_to_psnr, resize
 from dgnam.generator.data import ImageDataset, open_source
 from dgnam.generator.encoder import Comparator, Encoder
@@ -180,6 +181,7 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, max_step: int | None 
     plt.close(fig)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from torchvision.utils import save_image
 

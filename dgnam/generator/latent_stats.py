@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dgnam.errors import DgnamError, first_line
+from dgnam.cli import one_line_errors
+from dgnam.errors import DgnamError
 from dgnam.safeload import load_file
 
 STATS_FORMAT = "dgnam-latent-stats"
@@ -49,11 +50,11 @@ def load_latent_stats(path: str | Path) -> dict[str, Tensor]:
     return {k: blob[k].float() for k in keys}
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     """``python -m dgnam.generator.latent_stats --cache CODES.pt --out FILE``: the latent statistics
     of a code cache written by ``train_generator.py`` with ``generator=latent`` (see docs/generator.md)."""
     import argparse
-    import sys
 
     from dgnam.io import atomic_write
 
@@ -62,25 +63,18 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--out", required=True)
     s.add_argument("--q", type=float, default=0.005, help="low/high quantiles q and 1 - q (default 0.005)")
     a = s.parse_args(argv)
-    try:
-        if not 0 <= a.q < 0.5:
-            raise DgnamError(f"--q={a.q} must be in [0, 0.5)")
-        try:
-            cache = torch.load(a.cache, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise DgnamError(f"cannot read cache {a.cache}: {first_line(e)}") from None
-        lat = cache.get("latents") if isinstance(cache, dict) else None
-        if not isinstance(lat, Tensor) or lat.dim() != 5:
-            raise DgnamError(f"{a.cache} holds no latents (encode with generator=latent)")
-        st = latent_statistics(lat.flatten(0, 1), a.q)
-        blob = {"format": STATS_FORMAT, **st, "q": a.q, "n": int(lat.shape[0]),
-                "source": Path(a.cache).name, "meta": cache.get("meta", {})}
-        atomic_write(a.out, lambda p: torch.save(blob, p))
-        print(f"wrote {a.out}: {lat.shape[0]} images, mean {st['mean'].mean():.3f}, "
-              f"range {st['low'].min():.2f} .. {st['high'].max():.2f}")
-    except DgnamError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    if not 0 <= a.q < 0.5:
+        raise DgnamError(f"--q={a.q} must be in [0, 0.5)")
+    cache = load_file(a.cache, "code cache")
+    lat = cache.get("latents") if isinstance(cache, dict) else None
+    if not isinstance(lat, Tensor) or lat.dim() != 5:
+        raise DgnamError(f"{a.cache} holds no latents (encode with generator=latent)")
+    st = latent_statistics(lat.flatten(0, 1), a.q)
+    blob = {"format": STATS_FORMAT, **st, "q": a.q, "n": int(lat.shape[0]),
+            "source": Path(a.cache).name, "meta": cache.get("meta", {})}
+    atomic_write(a.out, lambda p: torch.save(blob, p))
+    print(f"wrote {a.out}: {lat.shape[0]} images, mean {st['mean'].mean():.3f}, "
+          f"range {st['low'].min():.2f} .. {st['high'].max():.2f}")
 
 
 if __name__ == "__main__":

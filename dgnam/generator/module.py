@@ -272,14 +272,17 @@ class GeneratorModule(L.LightningModule):
         checkpoint["dgnam_encoder"] = dict(self.encoder_info)
         checkpoint["dgnam_balancer_train_d"] = self.balance.train_d
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        theirs = checkpoint.get("dgnam_encoder")
-        if theirs is not None and self.encoder_info and not same_encoder(theirs, self.encoder_info):
+    def check_encoder(self, theirs: dict[str, Any] | None) -> None:
+        """A checkpoint's encoder description (``dgnam_encoder``) must match this run's encoder."""
+        if isinstance(theirs, dict) and self.encoder_info and not same_encoder(theirs, self.encoder_info):
             raise DgnamError(
                 f"checkpoint was made for encoder {theirs.get('arch')}/{theirs.get('weights_file')} layer "
                 f"{theirs.get('layer')!r} (pooling {theirs.get('pooling')}), but this run uses "
                 f"{self.encoder_info.get('arch')}/{self.encoder_info.get('weights_file')} layer "
                 f"{self.encoder_info.get('layer')!r} (pooling {self.encoder_info.get('pooling')})")
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.check_encoder(checkpoint.get("dgnam_encoder"))
         own = super().state_dict()
         for k, v in own.items():
             if k.startswith(("encoder.", "comparator.")):

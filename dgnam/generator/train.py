@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from dgnam.cli import run_dir
 from dgnam.config import build  # also registers the resolvers and specs the configs use
 from dgnam.core.models import pick_device
-from dgnam.errors import DgnamError, first_line
+from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.latent import LatentGenerator, head_spec
@@ -28,6 +28,7 @@ from dgnam.generator.module import GeneratorModule
 from dgnam.generator.prior import KINDS, save_prior
 from dgnam.generator.stats import CodeStats
 from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, TAEF2Encoder
+from dgnam.safeload import check_state_dict, load_file
 
 log = logging.getLogger(__name__)
 
@@ -124,21 +125,36 @@ def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | No
     return st.result(k)
 
 
+def read_checkpoint(ckpt: Path) -> dict[str, Any]:
+    """A Lightning checkpoint of train_generator.py, read without running code (``weights_only``);
+    anything else is one line naming the file."""
+    state = load_file(ckpt, "checkpoint")
+    sd = state.get("state_dict") if isinstance(state, dict) else None
+    if not isinstance(sd, dict) or not any(str(k).startswith("generator.") for k in sd):
+        raise DgnamError(f"{ckpt} is not a training checkpoint of train_generator.py (no generator weights in it)")
+    return state
+
+
 def load_generator_weights(generator: Generator, ckpt: Path) -> dict[str, Any]:
     """Load G's weights from a Lightning checkpoint of :class:`GeneratorModule`; returns the checkpoint."""
-    try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)  # a crafted pickle cannot run code
-        sd = {k[len("generator."):]: v for k, v in state["state_dict"].items() if k.startswith("generator.")}
-    except Exception as e:  # a corrupt or foreign file
-        raise DgnamError(f"cannot read checkpoint {ckpt}: {type(e).__name__}: {first_line(e)}") from None
-    if not sd:
-        raise DgnamError(f"{ckpt} is not a training checkpoint of train_generator.py (no generator weights in it)")
-    try:
-        generator.load_state_dict(sd)
-    except RuntimeError as e:
-        raise DgnamError(f"checkpoint {ckpt} does not fit this config's generator (another encoder, "
-                         f"resolution or widths?): {first_line(e)}") from None
+    state = read_checkpoint(ckpt)
+    sd = {k[len("generator."):]: v for k, v in state["state_dict"].items() if k.startswith("generator.")}
+    check_state_dict(generator.state_dict(), sd, f"checkpoint {ckpt} does not fit this config's generator "
+                     f"(another encoder, resolution or widths?)")
+    generator.load_state_dict(sd)
     return state
+
+
+def check_resume(module: GeneratorModule, ckpt: Path) -> None:
+    """Before Lightning starts: ``ckpt`` is readable, made for this encoder, and its generator and
+    discriminator weights fit this config (resolution, widths, kind)."""
+    state = read_checkpoint(ckpt)
+    module.check_encoder(state.get("dgnam_encoder"))
+    frozen = ("encoder.", "comparator.")
+    own = {k: v for k, v in module.state_dict().items() if not k.startswith(frozen)}
+    theirs = {k: v for k, v in state["state_dict"].items() if not str(k).startswith(frozen)}
+    check_state_dict(own, theirs, f"checkpoint {ckpt} does not fit this config (another resolution, widths, "
+                     f"generator kind or discriminator?)")
 
 
 def write_prior(cfg: DictConfig, dm: Any, parts: dict[str, Any], out: Path, device: torch.device,
@@ -215,6 +231,8 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     if from_ckpt:
         return export_checkpoint(cfg, dm, parts, Path(os.path.expanduser(str(from_ckpt))), out, device)
 
+    if ckpt_path:
+        check_resume(module, Path(os.path.expanduser(str(ckpt_path))))
     tcfg = dict(_plain(cfg.trainer))
     precision = tcfg.pop("precision", "auto")
     if precision == "auto":
