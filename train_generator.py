@@ -12,11 +12,14 @@ reconstructions, every epoch) and prior.pt (fp16 generator + code statistics, se
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 import dgnam.config  # noqa: F401  (registers the resolvers the configs use)
-from dgnam.cli import guarded
+from dgnam.cli import check_overrides, guarded
 from dgnam.generator.train import run
 
 __all__ = ["main", "run"]
@@ -30,4 +33,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(Path(__file__).resolve().parent / "conf", "train_generator", sys.argv[1:])
     main()

@@ -11,11 +11,12 @@ tests call.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from dgnam.cli import guarded, run_dir
+from dgnam.cli import check_overrides, guarded, run_dir
 from dgnam.config import PRIOR_NAMES, unknown_prior
 from dgnam.errors import DgnamError
 from dgnam.eval.run import run_report
@@ -54,4 +55,5 @@ def check_prior_overrides(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     check_prior_overrides(sys.argv[1:])
+    check_overrides(Path(__file__).resolve().parent / "conf", "visualize", sys.argv[1:])
     main()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import os
+import re
 import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, choices, first_line
 
 
 def run_dir() -> Path:
@@ -68,3 +72,133 @@ def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
 
     return wrapper
+
+
+# Flags of a Hydra app that take no value; with any other flag the check below leaves the command
+# line to Hydra.
+_PLAIN_FLAGS = ("-m", "--multirun")
+
+
+def check_overrides(conf_dir: str | os.PathLike, config_name: str, argv: list[str]) -> None:
+    """Compose the config once, as Hydra is about to, and turn what would be Hydra's multi-line
+    report into one line and exit status 2: a mistyped key (``objectiv=logit``, ``output.pgn=false``:
+    the closest keys), an unknown option of a group (``method=lucidd``: the closest and the valid
+    ones), an override that does not parse, and a run directory that cannot be created. Sweeps are
+    checked with their first value. Nothing is written."""
+    if any(a.startswith("-") and a not in _PLAIN_FLAGS for a in argv):
+        return
+    multirun = any(a in _PLAIN_FLAGS for a in argv)
+    try:
+        overrides = _first_of_each_sweep([a for a in argv if a not in _PLAIN_FLAGS], Path(conf_dir))
+        cfg = _compose(conf_dir, config_name, overrides)
+        _check_run_dir(cfg, multirun)
+    except DgnamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _first_of_each_sweep(args: list[str], conf_dir: Path) -> list[str]:
+    """Each sweep override reduced to its first value; every value of a sweep over a config group
+    (``method=pixel,lucidd``) is checked against the group's files."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+    from hydra.errors import OverrideParseException
+
+    out = []
+    for arg in args:
+        try:
+            (o,) = OverridesParser.create().parse_overrides([arg])
+        except OverrideParseException as e:
+            raise DgnamError(f"cannot parse override {arg!r}: {first_line(e)}") from None
+        if not o.is_sweep_override():
+            out.append(arg)
+            continue
+        group = conf_dir / o.key_or_group
+        if group.is_dir():
+            valid = sorted(f.stem for f in group.glob("*.yaml"))
+            for value in o.sweep_string_iterator():
+                if value not in valid:
+                    close = difflib.get_close_matches(value, valid, n=3, cutoff=0.5)
+                    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                    raise DgnamError(f"unknown {o.key_or_group} {value!r}{hint}; valid: {', '.join(valid)}")
+        prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}.get(o.type, "")
+        key = o.key_or_group + (f"@{o.package}" if o.package else "")
+        out.append(f"{prefix}{key}={next(iter(o.sweep_string_iterator()))}")
+    return out
+
+
+def _compose(conf_dir: str | os.PathLike, config_name: str, overrides: list[str]) -> Any:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            try:
+                return compose(config_name, overrides=overrides, return_hydra_config=True)
+            except Exception as e:
+                raise DgnamError(_explain(e, lambda: compose(config_name, return_hydra_config=True))) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _explain(e: Exception, base: Callable[[], Any]) -> str:
+    """One line for a composition error: the bad key or option and the closest valid ones."""
+    text = "\n".join(str(x) for x in _chain(e))
+    missing_key = re.search(r"Key '([^']+)' is not in struct\s+full_key: (\S+)", text)
+    if missing_key:
+        from omegaconf import OmegaConf
+
+        full = missing_key.group(2)
+        parent, _, leaf = full.rpartition(".")
+        try:
+            node = base()
+            node = OmegaConf.select(node, parent) if parent else node
+            keys = [str(k) for k in node.keys() if str(k) != "hydra"] if OmegaConf.is_dict(node) else []
+        except Exception:
+            keys = []
+        close = difflib.get_close_matches(leaf, keys, n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(f'{parent}.{k}' if parent else k for k in close)}?)" if close else ""
+        where = f"keys of {parent}" if parent else "top-level keys"
+        return f"unknown key {full!r}{hint}; {where}: {choices(keys, 30)}"
+    missing_option = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if missing_option:
+        group, name = missing_option.groups()
+        block = text.split(f"Available options in '{group}':", 1)
+        valid = []
+        for ln in (block[1].splitlines()[1:] if len(block) > 1 else []):
+            if not ln.startswith("\t"):
+                break
+            valid.append(ln.strip())
+        close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        return f"unknown {group} {name!r}{hint}; valid: {', '.join(valid) if valid else '(none found)'}"
+    full_key = re.search(r"full_key: (\S+)", text)
+    msg = first_line(_chain(e)[-1], 240)
+    return f"{full_key.group(1)}: {msg}" if full_key and full_key.group(1) not in msg else msg
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    out = [e]
+    while out[-1].__cause__ is not None and len(out) < 10:
+        out.append(out[-1].__cause__)
+    return out
+
+
+def _check_run_dir(cfg: Any, multirun: bool) -> None:
+    """The run (or sweep) directory Hydra is about to create must be creatable."""
+    try:
+        path = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
+    except Exception:
+        return  # not resolvable outside a run: Hydra will say
+    anc = path if path.is_absolute() else Path.cwd() / path
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise DgnamError(f"cannot create the run directory {path}: {anc} is not a directory (hydra.run.dir=...)")
+    try:
+        probe = tempfile.mkdtemp(prefix=".dgnam-probe-", dir=anc)
+        os.rmdir(probe)
+    except OSError as e:
+        raise DgnamError(f"cannot create the run directory {path} under {anc}: {e.strerror or first_line(e)} "
+                         f"(set hydra.run.dir=<a writable folder>)") from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -245,6 +246,47 @@ def grad_norm_of(cfg: DictConfig) -> str | None:
     return None if value == "none" else value
 
 
+def check_finite(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> None:
+    """No number anywhere in the config is NaN or infinite (``optimizer.lr=nan``)."""
+    node = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
+    items = node.items() if isinstance(node, Mapping) else enumerate(node)
+    for k, v in items:
+        key = f"{prefix}.{k}" if prefix and isinstance(k, str) else (f"{prefix}[{k}]" if prefix else str(k))
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DgnamError(f"{key}={v} must be a finite number")
+        if isinstance(v, (Mapping, list, tuple)):
+            check_finite(v, key)
+
+
+def check_optimizer(node: DictConfig | Mapping[str, Any] | None, key: str = "optimizer") -> None:
+    """The optimizer's numbers in range: ``lr`` > 0, ``momentum`` and each of ``betas`` in [0, 1),
+    ``weight_decay`` >= 0, ``eps`` > 0 (all finite)."""
+    if not node:
+        return
+    opt = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    check_finite(opt, key)
+
+    def num(name: str) -> float | None:
+        v = opt.get(name)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise DgnamError(f"{key}.{name}={v!r} must be a number")
+        return float(v)
+
+    if (lr := num("lr")) is not None and lr <= 0:
+        raise DgnamError(f"{key}.lr={lr:g} must be > 0")
+    if (m := num("momentum")) is not None and not 0 <= m < 1:
+        raise DgnamError(f"{key}.momentum={m:g} must be in [0, 1)")
+    if (wd := num("weight_decay")) is not None and wd < 0:
+        raise DgnamError(f"{key}.weight_decay={wd:g} must be >= 0")
+    if (eps := num("eps")) is not None and eps <= 0:
+        raise DgnamError(f"{key}.eps={eps:g} must be > 0")
+    betas = opt.get("betas")
+    if betas is not None and (len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+        raise DgnamError(f"{key}.betas={list(betas)} must be two numbers in [0, 1)")
+
+
 @dataclass
 class Prepared:
     """What every optimizing mode reads from its config first, all checked (see :func:`prepare`)."""
@@ -263,6 +305,8 @@ def prepare(cfg: DictConfig, batch_key: str = "batch_size") -> Prepared:
     """The shared preamble of the optimizing modes: device, steps, batch size, image size, priors,
     start images and gradient normalization, each checked before any work (the target is built by
     the caller, after its own checks)."""
+    check_finite({k: v for k, v in cfg.items() if k != "hydra"})
+    check_optimizer(cfg.get("optimizer"))
     return Prepared(
         device=pick_device(cfg.get("device", "auto")),
         steps=positive_int(cfg, "steps"),

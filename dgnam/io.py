@@ -44,21 +44,36 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     return path
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL image -> 8-bit RGB. Transparent pixels (RGBA, LA, PA, palette with transparency) go on
+    white; 16-bit and 32-bit grayscale (``I;16``, ``I``) is scaled from its full range to 0-255
+    rather than clipped at 255, and float images (``F``) are taken as [0, 1]."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if img.mode.startswith("I") or img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        top = 1.0 if img.mode == "F" else 65535.0 if (img.mode.startswith("I;16") or arr.max() > 255) else 255.0
+        grey = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr ...
+
+
 def load_image(path: str | os.PathLike, size: int | None = None) -> Tensor:
-    """Read an image file as RGB (grayscale, CMYK, palette and RGBA are converted; alpha is composited
-    on white) -> (3, H, W) in [0, 1]. With ``size``: shorter side resized to it, then centre-cropped."""
+    """Read an image file as RGB (see :func:`to_rgb`: grayscale of any depth, CMYK, palette and RGBA
+    are converted; alpha is composited on white) -> (3, H, W) in [0, 1]. With ``size``: shorter side
+    resized to it, then centre-cropped."""
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
         raise DgnamError(f"image file not found: {p}")
     try:
         with Image.open(p) as im:
             im.load()
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-                rgba = im.convert("RGBA")
-                bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(bg, rgba)
-            im = im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+            im = to_rgb(im)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DgnamError(f"cannot read image {p}: {first_line(e, 120)}") from None
     x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
     if size is not None:

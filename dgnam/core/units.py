@@ -71,9 +71,13 @@ def _parse_units(spec: object, n: int, target: Target, is_class: bool) -> list[t
             raise DgnamError(f"unit {idx} is out of range: the layer has {n} units (valid: 0 to {n - 1})")
         if is_class and target.categories and label == str(idx):
             label = f"{idx} {target.categories[idx]}"
+        seen = next((lab for i, lab in out if i == idx), None)
+        if seen is not None:
+            raise DgnamError(f"units lists unit {idx} twice ({seen!r} and {it!r}); give each unit once")
         out.append((idx, label))
     if not out:
-        raise DgnamError("no units selected")
+        raise DgnamError(f"units={list(items)!r} selects no unit; e.g. units=[0,1,2], units=0-39, units=first:40, "
+                         f"units=all")
     return out
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dgnam.cli import one_line_errors
 from dgnam.errors import DgnamError
 from dgnam.safeload import load_file
 
@@ -50,10 +49,16 @@ def load_latent_stats(path: str | Path) -> dict[str, Tensor]:
     return {k: blob[k].float() for k in keys}
 
 
-@one_line_errors
 def main(argv: list[str] | None = None) -> None:
     """``python -m dgnam.generator.latent_stats --cache CODES.pt --out FILE``: the latent statistics
-    of a code cache written by ``train_generator.py`` with ``generator=latent`` (see docs/generator.md)."""
+    of a code cache written by ``train_generator.py`` with ``generator=latent`` (see docs/generator.md).
+    A mistake is one line on stderr and exit status 2."""
+    from dgnam.cli import one_line_errors  # the command line only: loading statistics needs none of it
+
+    one_line_errors(_main)(argv)
+
+
+def _main(argv: list[str] | None) -> None:
     import argparse
 
     from dgnam.io import atomic_write

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dgnam.cli import run_dir
-from dgnam.config import build  # also registers the resolvers and specs the configs use
+from dgnam.config import build, check_finite, check_optimizer  # also registers the resolvers and specs the configs use
 from dgnam.core.models import pick_device
 from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
@@ -192,6 +192,25 @@ def _collate():
     return collate
 
 
+def check_numbers(cfg: DictConfig) -> None:
+    """Every number of a training config in its range, before any work: no NaN or infinity anywhere,
+    the two optimizers (see :func:`dgnam.config.check_optimizer`), loss weights, code noise, the
+    gradient clip and the statistics' k."""
+    check_finite({k: v for k, v in cfg.items() if k != "hydra"})
+    check_optimizer(cfg.get("optimizer_g"), "optimizer_g")
+    check_optimizer(cfg.get("optimizer_d"), "optimizer_d")
+    for name, w in (cfg.loss.get("weights") or {}).items():
+        if not isinstance(w, (int, float)) or w < 0:
+            raise DgnamError(f"loss.weights.{name}={w!r} must be a number >= 0")
+    for key in ("code_noise", "code_stats.k"):
+        v = OmegaConf.select(cfg, key)
+        if v is not None and (not isinstance(v, (int, float)) or v < 0):
+            raise DgnamError(f"{key}={v!r} must be a number >= 0")
+    clip = cfg.get("grad_clip_g")
+    if clip is not None and (not isinstance(clip, (int, float)) or clip <= 0):
+        raise DgnamError(f"grad_clip_g={clip!r} must be a number > 0, or null (off)")
+
+
 def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train a generator prior as ``cfg`` says; returns paths and final metrics.
 
@@ -205,6 +224,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 
+    check_numbers(cfg)
     out = Path(out_dir) if out_dir is not None else run_dir()
     out.mkdir(parents=True, exist_ok=True)
     cfg = copy.deepcopy(cfg)

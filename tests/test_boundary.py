@@ -1,0 +1,126 @@
+"""Mistakes at the boundary: one line on stderr naming the bad value (and the valid choices), exit
+status 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO
+from PIL import Image
+
+from dgnam.errors import DgnamError
+
+sys.path.insert(0, str(REPO))
+import visualize  # noqa: E402
+from train_generator import run as train_run  # noqa: E402
+
+TINY_TRAIN = [
+    "encoder=mobilenet_v2_random", "data=synthetic", "trainer=smoke", "resolution=64", "threads=1",
+    "generator.fc=[16]", "generator.width=0.0625", "discriminator.spec.code_fc=[16]",
+    "discriminator.spec.joint_fc=[16]", "discriminator.spec.image_fc=[16]",
+    "discriminator.spec.convs=[[4,7,4],[8,3,2]]", "code_stats.max_images=16", "grid_images=4",
+]
+SMALL = ["model=alexnet", "model.weights=null", "steps=1", "image_size=64", "batch_size=1", "units=[0]",
+         "output.progress=false"]
+
+
+def cli(script: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / script), *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=300)
+
+
+def one_line(p: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2, p.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["objectiv=logit"], "unknown key 'objectiv'"),
+    (["output.pgn=false"], "unknown key 'output.pgn' (did you mean output.png?)"),
+    (["method=lucidd"], "unknown method 'lucidd' (did you mean lucid?); valid: dgnam,"),
+    (["-m", "method=pixel,lucidd"], "unknown method 'lucidd'"),
+    (["units=[1,2"], "cannot parse override 'units=[1,2'"),
+    (["priors.jitter=abc"], "priors.jitter"),
+])
+def test_a_mistyped_override_is_one_line(tmp_path, args, expect):
+    line = one_line(cli("visualize.py", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path))
+    assert expect in line
+    assert not (tmp_path / "run").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_a_mistyped_training_override_is_one_line(tmp_path):
+    line = one_line(cli("train_generator.py", "trainer=smok", cwd=tmp_path))
+    assert "unknown trainer 'smok' (did you mean smoke?)" in line
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("where", ["under a file", "under /proc"])
+def test_a_run_directory_that_cannot_be_created_is_one_line(tmp_path, where):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    run_dir = blocker / "run" if where == "under a file" else Path("/proc/dgnam-run")
+    line = one_line(cli("visualize.py", *SMALL, f"hydra.run.dir={run_dir}", cwd=tmp_path))
+    assert "cannot create the run directory" in line and str(run_dir) in line
+
+
+@pytest.mark.parametrize("over, expect", [
+    (["optimizer.lr=nan"], "optimizer.lr=nan must be a finite number"),
+    (["optimizer.lr=-1"], "optimizer.lr=-1 must be > 0"),
+    (["optimizer=sgd", "optimizer.lr=nan"], "optimizer.lr=nan"),
+    (["optimizer=sgd", "optimizer.lr=0"], "optimizer.lr=0 must be > 0"),
+    (["+optimizer.betas=[0.9,1.5]"], "optimizer.betas=[0.9, 1.5] must be two numbers in [0, 1)"),
+    (["priors.tv=inf"], "priors.tv=inf must be a finite number"),
+    (["units=[]"], "units=[] selects no unit"),
+    (["units=[1,1]"], "units lists unit 1 twice"),
+    (["layers=logits", "units=[1,goldfish]"], "twice"),
+])
+def test_bad_numbers_and_units_are_refused_before_any_work(compose, tmp_path, over, expect):
+    cfg = compose([*SMALL, *over])
+    with pytest.raises(DgnamError) as e:
+        visualize.run(cfg, str(tmp_path / "run"))
+    assert expect in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("over, expect", [
+    (["optimizer_g.lr=nan"], "optimizer_g.lr=nan must be a finite number"),
+    (["optimizer_d.lr=-1"], "optimizer_d.lr=-1 must be > 0"),
+    (["loss.weights.image=-1"], "loss.weights.image=-1"),
+    (["grad_clip_g=0"], "grad_clip_g=0 must be a number > 0"),
+    (["code_noise=-0.5"], "code_noise=-0.5"),
+])
+def test_bad_training_numbers_are_refused_before_any_work(compose, tmp_path, over, expect):
+    cfg = compose([*TINY_TRAIN, *over], name="train_generator")
+    with pytest.raises(DgnamError) as e:
+        train_run(cfg, out_dir=tmp_path / "run")
+    assert expect in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_a_checkpoint_of_another_shape_stops_before_lightning(compose, tmp_path):
+    first = train_run(compose(TINY_TRAIN, name="train_generator"), out_dir=tmp_path / "a")
+    ckpt = first["last_ckpt"]
+    assert ckpt and Path(ckpt).is_file()
+    other = [*TINY_TRAIN, "generator.fc=[32]", f"ckpt_path={ckpt}"]
+    with pytest.raises(DgnamError, match="does not fit this config"):
+        train_run(compose(other, name="train_generator"), out_dir=tmp_path / "b")
+    assert not (tmp_path / "b" / "tb").exists() and not (tmp_path / "b" / "csv").exists()
+
+
+def test_a_16_bit_grayscale_image_is_scaled_not_clipped(tmp_path):
+    from dgnam.io import load_image
+
+    ramp = np.linspace(0, 65535, 64 * 256).reshape(64, 256).astype(np.uint16)
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    x = load_image(path)
+    assert x.shape == (3, 64, 256)
+    assert abs(float(x.mean()) - 0.5) < 0.01 and float(x.min()) == 0.0 and float(x.max()) == 1.0
