@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from dgnam.checks import check_finite, check_optimizer, grad_norm_of, positive_int
 from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
 from dgnam.core import transforms as T
@@ -63,7 +63,6 @@ class Priors:
 PRIOR_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Priors))
 PRIOR_DEFAULTS: dict[str, Any] = dataclasses.asdict(Priors())
 PIXEL_ONLY_PRIORS = ("decay", "blur_every", "clip_norm_pct", "clip_contrib_pct")
-GRAD_NORMS = ("none", "l1", "l2")
 
 ConfigStore.instance().store(group="priors", name="default", node=Priors)
 ConfigStore.instance().store(group="generator/spec", name="fc6", node=FC6_GENERATOR)
@@ -219,72 +218,15 @@ def param_class(factory: Callable[..., nn.Module], probe_size: int = 8) -> type[
     return cls
 
 
-def positive_int(cfg: DictConfig, key: str, default: int | None = None) -> int:
-    """``cfg.<key>`` as a positive integer, or a one-line error naming the key."""
-    val = OmegaConf.select(cfg, key, default=default)
-    try:
-        ival = int(val)
-    except (TypeError, ValueError):
-        raise DgnamError(f"{key}={val!r} must be a positive integer") from None
-    if ival <= 0 or ival != float(val):
-        raise DgnamError(f"{key}={val!r} must be a positive integer")
-    return ival
-
-
-def one_of(value: Any, key: str, valid: Sequence[str]) -> str:
-    """Check a string option against its valid values."""
-    if value not in valid:
-        raise DgnamError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
-    return str(value)
-
-
-def grad_norm_of(cfg: DictConfig) -> str | None:
-    """``cfg.grad_norm`` checked: None (off), ``l1`` or ``l2``."""
-    value = cfg.get("grad_norm") or None
-    if value is not None:
-        one_of(value, "grad_norm", GRAD_NORMS)
-    return None if value == "none" else value
-
-
-def check_finite(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> None:
-    """No number anywhere in the config is NaN or infinite (``optimizer.lr=nan``)."""
-    node = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
-    items = node.items() if isinstance(node, Mapping) else enumerate(node)
-    for k, v in items:
-        key = f"{prefix}.{k}" if prefix and isinstance(k, str) else (f"{prefix}[{k}]" if prefix else str(k))
-        if isinstance(v, float) and not math.isfinite(v):
-            raise DgnamError(f"{key}={v} must be a finite number")
-        if isinstance(v, (Mapping, list, tuple)):
-            check_finite(v, key)
-
-
-def check_optimizer(node: DictConfig | Mapping[str, Any] | None, key: str = "optimizer") -> None:
-    """The optimizer's numbers in range: ``lr`` > 0, ``momentum`` and each of ``betas`` in [0, 1),
-    ``weight_decay`` >= 0, ``eps`` > 0 (all finite)."""
-    if not node:
-        return
-    opt = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
-    check_finite(opt, key)
-
-    def num(name: str) -> float | None:
-        v = opt.get(name)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise DgnamError(f"{key}.{name}={v!r} must be a number")
-        return float(v)
-
-    if (lr := num("lr")) is not None and lr <= 0:
-        raise DgnamError(f"{key}.lr={lr:g} must be > 0")
-    if (m := num("momentum")) is not None and not 0 <= m < 1:
-        raise DgnamError(f"{key}.momentum={m:g} must be in [0, 1)")
-    if (wd := num("weight_decay")) is not None and wd < 0:
-        raise DgnamError(f"{key}.weight_decay={wd:g} must be >= 0")
-    if (eps := num("eps")) is not None and eps <= 0:
-        raise DgnamError(f"{key}.eps={eps:g} must be > 0")
-    betas = opt.get("betas")
-    if betas is not None and (len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
-        raise DgnamError(f"{key}.betas={list(betas)} must be two numbers in [0, 1)")
+def probe_param(factory: Callable[..., nn.Module], init: Mapping[str, Any], size: int, seed: int) -> ImageParam:
+    """Build the parameterization once for a one-item batch, as the run will, so that its
+    arguments and files (a prior, statistics, an encoder for an image start) fail before any work;
+    it draws from its own generator (the run's random numbers are untouched)."""
+    one = make_init(init, 1, size, seed)
+    param = factory(init=one, noise=init.get("kind", "noise") == "noise", generator=torch.Generator().manual_seed(seed))
+    if not isinstance(param, ImageParam):
+        raise DgnamError(f"param._target_ must build a dgnam.core.params.ImageParam, not {type(param).__name__}")
+    return param
 
 
 @dataclass

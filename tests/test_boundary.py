@@ -124,3 +124,16 @@ def test_a_16_bit_grayscale_image_is_scaled_not_clipped(tmp_path):
     x = load_image(path)
     assert x.shape == (3, 64, 256)
     assert abs(float(x.mean()) - 0.5) < 0.01 and float(x.min()) == 0.0 and float(x.max()) == 1.0
+
+
+@pytest.mark.parametrize("standardize", ["true", "false"])
+def test_a_folder_of_corrupt_images_stops_before_training(compose, tmp_path, standardize):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"img{i}.jpg").write_bytes(b"not a jpeg")
+    over = [*TINY_TRAIN, "data=imagenet_folder", f"data.train={photos}", "data.val=null", "data.cache=false",
+            f"generator.standardize_input={standardize}"]
+    with pytest.raises(DgnamError, match="all 3 files were skipped"):
+        train_run(compose(over, name="train_generator"), out_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "tb").exists()

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dgnam.checks import check_finite, check_optimizer
 from dgnam.cli import run_dir
-from dgnam.config import build, check_finite, check_optimizer  # also registers the resolvers and specs the configs use
+from dgnam.config import build  # also registers the resolvers and specs the configs use
 from dgnam.core.models import pick_device
 from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
@@ -114,15 +115,38 @@ def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | No
     else:
         loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False,
                                              num_workers=dm.num_workers, collate_fn=_collate())
-        seen = 0
+        seen = skipped = 0
         for b in loader:
+            skipped += int(b["skipped"])
             if b["image"].shape[0] == 0:
                 continue
             st.update(encoder(b["image"].to(device)))
             seen += b["image"].shape[0]
             if max_images and seen >= max_images:
                 break
+        if not seen:
+            raise DgnamError(f"no decodable training images in {dm.train_src}: all {skipped} files were skipped "
+                             f"(not readable as images)")
     return st.result(k)
+
+
+def check_decodable(dm: Any) -> None:
+    """Before training: the training set yields at least one image (a folder or Parquet of files
+    that do not decode would train on empty batches). Reads batches until the first good one."""
+    from dgnam.generator.cache import CachedCodes
+
+    ds = dm.train_set
+    if isinstance(ds, CachedCodes):
+        return  # the cache refuses a source without a decodable image when it is written
+    loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False, num_workers=0,
+                                         collate_fn=_collate())
+    skipped = 0
+    for b in loader:
+        if b["image"].shape[0]:
+            return
+        skipped += int(b["skipped"])
+    raise DgnamError(f"no decodable training images in {dm.train_src}: all {skipped} files were skipped "
+                     f"(not readable as images)")
 
 
 def read_checkpoint(ckpt: Path) -> dict[str, Any]:
@@ -253,6 +277,8 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
 
     if ckpt_path:
         check_resume(module, Path(os.path.expanduser(str(ckpt_path))))
+    dm.setup("fit")
+    check_decodable(dm)
     tcfg = dict(_plain(cfg.trainer))
     precision = tcfg.pop("precision", "auto")
     if precision == "auto":
@@ -270,7 +296,6 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     tcfg.setdefault("enable_checkpointing", bool(ckpts))  # callbacks=none: no Lightning default either
     loggers = build_group(cfg.get("logger"))
     if cfg.generator.get("standardize_input", True) and not ckpt_path:
-        dm.setup("fit")
         st = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
                                 device)
         parts["generator"].set_input_stats(st["code_mean"], st["code_std"])

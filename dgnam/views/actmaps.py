@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from dgnam.config import build_target_from_cfg, one_of, positive_int
+from dgnam.checks import one_of, positive_int
+from dgnam.config import build_target_from_cfg
 from dgnam.core.models import Target, pick_device
 from dgnam.core.units import select_units
 from dgnam.errors import DgnamError

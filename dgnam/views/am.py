@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dgnam.config import build, build_priors, build_target_from_cfg, make_init, octave_sizes, param_class, prepare
+from dgnam.config import build, build_priors, build_target_from_cfg, make_init, octave_sizes, prepare, probe_param
 from dgnam.core import poststeps as P
 from dgnam.core import transforms as T
 from dgnam.core.loop import optimize
@@ -51,7 +51,7 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
                                         if OmegaConf.is_config(cfg.units) else cfg.units,
                                         cfg.get("unit", "auto"), position, sizes[-1])
     factory = param_factory or build(cfg.param)
-    is_pixel = param_class(factory, sizes[0]).pixel_space
+    is_pixel = probe_param(factory, init_cfg, sizes[0], pre.seed).pixel_space
     if n_oct > 1 and not is_pixel:
         raise DgnamError("octaves need param=pixel (the FFT parameterization has a fixed size)")
     opt_factory = build(cfg.optimizer)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from dgnam.config import build, build_priors, build_target_from_cfg, make_init, param_class, prepare
+from dgnam.config import build, build_priors, build_target_from_cfg, make_init, prepare, probe_param
 from dgnam.core import objectives as O
 from dgnam.core.images import psnr as psnr_db
 from dgnam.core.loop import PostStep, optimize
@@ -170,7 +170,7 @@ def run_inversion(cfg: DictConfig, out_dir: str | Path) -> dict:
     init_cfg, grad_norm = pre.init, pre.grad_norm
     photo = source_image(cfg.get("image"), size)
     factory = build(cfg.param)
-    is_pixel = param_class(factory).pixel_space
+    is_pixel = probe_param(factory, init_cfg, size, pre.seed).pixel_space
     target = build_target_from_cfg(cfg, device)
     layers = layer_list(target, cfg.get("layers"))
     opt_factory = build(cfg.optimizer)

@@ -14,13 +14,13 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import ImageDraw
 from torch import Tensor, nn
 
+from dgnam.checks import positive_int
 from dgnam.config import (
     build,
     build_priors,
     build_target_from_cfg,
     make_init,
     param_class,
-    positive_int,
     prepare,
 )
 from dgnam.core import objectives as O
