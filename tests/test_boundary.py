@@ -137,3 +137,20 @@ def test_a_folder_of_corrupt_images_stops_before_training(compose, tmp_path, sta
     with pytest.raises(DgnamError, match="all 3 files were skipped"):
         train_run(compose(over, name="train_generator"), out_dir=tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "tb").exists()
+
+
+def test_resuming_into_the_same_run_directory_keeps_every_logged_row(compose, tmp_path):
+    import csv
+
+    run_dir = tmp_path / "run"
+    first = train_run(compose([*TINY_TRAIN, "trainer.max_steps=4", "trainer.log_every_n_steps=1"],
+                              name="train_generator"), out_dir=run_dir)
+    metrics = run_dir / "csv" / "metrics.csv"
+    before = list(csv.DictReader(open(metrics)))
+    assert before
+    train_run(compose([*TINY_TRAIN, "trainer.max_steps=8", "trainer.log_every_n_steps=1",
+                       f"ckpt_path={first['last_ckpt']}"], name="train_generator"), out_dir=run_dir)
+    after = list(csv.DictReader(open(metrics)))
+    assert len(after) > len(before)
+    for old, new in zip(before, after):  # the earlier rows, unchanged (columns may have been added)
+        assert {k: v for k, v in old.items() if v} == {k: v for k, v in new.items() if k in old and v}
