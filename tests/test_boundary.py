@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import REPO
 from PIL import Image
 
@@ -154,3 +155,35 @@ def test_resuming_into_the_same_run_directory_keeps_every_logged_row(compose, tm
     assert len(after) > len(before)
     for old, new in zip(before, after):  # the earlier rows, unchanged (columns may have been added)
         assert {k: v for k, v in old.items() if v} == {k: v for k, v in new.items() if k in old and v}
+
+
+class _DiskFull:
+    def __reduce__(self):
+        raise OSError(28, "No space left on device")
+
+
+def test_a_checkpoint_that_cannot_be_written_keeps_the_last_good_one(tmp_path):
+    from dgnam.generator.checkpoints import AtomicCheckpointIO
+
+    ck = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"state_dict": {"w": torch.ones(2)}}, ck)
+    good = ck.read_bytes()
+    with pytest.raises(DgnamError, match="cannot write checkpoint .*No space left on device.*last good checkpoint"):
+        io.save_checkpoint({"state_dict": {"w": _DiskFull()}}, ck)
+    assert ck.read_bytes() == good
+    assert sorted(p.name for p in ck.parent.iterdir()) == ["last.ckpt"]  # no partial file
+
+
+def test_training_on_a_full_disk_stops_with_one_line_and_keeps_the_log(compose, tmp_path, monkeypatch):
+    import dgnam.generator.checkpoints as C
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(C.torch, "save", full)
+    run_dir = tmp_path / "run"
+    with pytest.raises(DgnamError, match="cannot write checkpoint .*No space left"):
+        train_run(compose([*TINY_TRAIN, "trainer.log_every_n_steps=1"], name="train_generator"), out_dir=run_dir)
+    assert not [p for p in (run_dir / "checkpoints").glob("*")]  # nothing partial
+    assert (run_dir / "csv" / "metrics.csv").is_file()

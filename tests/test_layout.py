@@ -20,7 +20,7 @@ CORE_MAY_IMPORT = ("dgnam.core", "dgnam.errors", "dgnam.safeload", "dgnam.paths"
 FORBIDDEN = ("hydra", "omegaconf", "lightning", "dgnam.views", "dgnam.eval", "dgnam.config", "dgnam.cli",
              "dgnam.io", "dgnam.generator.train", "dgnam.generator.module", "dgnam.generator.datamodule",
              "dgnam.generator.data", "dgnam.generator.cache", "dgnam.generator.evaluate",
-             "dgnam.generator.callbacks", "dgnam.generator.loggers")
+             "dgnam.generator.callbacks", "dgnam.generator.loggers", "dgnam.generator.checkpoints")
 MAX_LINES = 320
 
 

@@ -9,6 +9,8 @@ from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
+from dgnam.errors import DgnamError
+
 
 class _AppendingWriter(ExperimentWriter):
     """An experiment writer that appends to an existing ``metrics.csv`` (its header becomes the
@@ -33,3 +35,10 @@ class CSVLogger(_LightningCSVLogger):
         self._fs.makedirs(self.root_dir, exist_ok=True)
         self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def save(self) -> None:
+        try:
+            super().save()
+        except OSError as e:
+            raise DgnamError(f"cannot write the training log {self.log_dir}/metrics.csv: {e.strerror or e} "
+                             f"(disk full?)") from None

@@ -21,6 +21,7 @@ from dgnam.config import build  # also registers the resolvers and specs the con
 from dgnam.core.models import pick_device
 from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
+from dgnam.generator.checkpoints import AtomicCheckpointIO, check_resume, load_generator_weights
 from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.latent import LatentGenerator, head_spec
 from dgnam.generator.latent_module import LatentGeneratorModule
@@ -29,7 +30,6 @@ from dgnam.generator.module import GeneratorModule
 from dgnam.generator.prior import KINDS, save_prior
 from dgnam.generator.stats import CodeStats
 from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, TAEF2Encoder
-from dgnam.safeload import check_state_dict, load_file
 
 log = logging.getLogger(__name__)
 
@@ -149,46 +149,18 @@ def check_decodable(dm: Any) -> None:
                      f"(not readable as images)")
 
 
-def read_checkpoint(ckpt: Path) -> dict[str, Any]:
-    """A Lightning checkpoint of train_generator.py, read without running code (``weights_only``);
-    anything else is one line naming the file."""
-    state = load_file(ckpt, "checkpoint")
-    sd = state.get("state_dict") if isinstance(state, dict) else None
-    if not isinstance(sd, dict) or not any(str(k).startswith("generator.") for k in sd):
-        raise DgnamError(f"{ckpt} is not a training checkpoint of train_generator.py (no generator weights in it)")
-    return state
-
-
-def load_generator_weights(generator: Generator, ckpt: Path) -> dict[str, Any]:
-    """Load G's weights from a Lightning checkpoint of :class:`GeneratorModule`; returns the checkpoint."""
-    state = read_checkpoint(ckpt)
-    sd = {k[len("generator."):]: v for k, v in state["state_dict"].items() if k.startswith("generator.")}
-    check_state_dict(generator.state_dict(), sd, f"checkpoint {ckpt} does not fit this config's generator "
-                     f"(another encoder, resolution or widths?)")
-    generator.load_state_dict(sd)
-    return state
-
-
-def check_resume(module: GeneratorModule, ckpt: Path) -> None:
-    """Before Lightning starts: ``ckpt`` is readable, made for this encoder, and its generator and
-    discriminator weights fit this config (resolution, widths, kind)."""
-    state = read_checkpoint(ckpt)
-    module.check_encoder(state.get("dgnam_encoder"))
-    frozen = ("encoder.", "comparator.")
-    own = {k: v for k, v in module.state_dict().items() if not k.startswith(frozen)}
-    theirs = {k: v for k, v in state["state_dict"].items() if not str(k).startswith(frozen)}
-    check_state_dict(own, theirs, f"checkpoint {ckpt} does not fit this config (another resolution, widths, "
-                     f"generator kind or discriminator?)")
-
-
 def write_prior(cfg: DictConfig, dm: Any, parts: dict[str, Any], out: Path, device: torch.device,
                 extra: dict[str, Any]) -> Path:
     """Code statistics over the training data, then G (as it is now) and them into the prior file."""
     stats = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
                                device)
     prior_path = Path(cfg.export.path) if cfg.export.get("path") else out / "prior.pt"
-    save_prior(prior_path, parts["generator"].cpu().float(), parts["encoder"].describe(), stats,
-               extra={"config": _plain(cfg), **extra}, half=bool(cfg.export.get("half", True)))
+    try:
+        save_prior(prior_path, parts["generator"].cpu().float(), parts["encoder"].describe(), stats,
+                   extra={"config": _plain(cfg), **extra}, half=bool(cfg.export.get("half", True)))
+    except OSError as e:
+        raise DgnamError(f"cannot write the prior {prior_path}: {e.strerror or e} (disk full?); the checkpoints "
+                         f"are kept: export it later with export.from_ckpt=<checkpoint>") from None
     log.info("wrote %s", prior_path)
     return prior_path
 
@@ -300,7 +272,8 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
                                 device)
         parts["generator"].set_input_stats(st["code_mean"], st["code_std"])
     trainer = L.Trainer(**tcfg, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-                        precision=precision, default_root_dir=str(out), logger=loggers or False, callbacks=callbacks)
+                        precision=precision, default_root_dir=str(out), logger=loggers or False, callbacks=callbacks,
+                        plugins=[AtomicCheckpointIO()])
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
 
     # the prior: best weights by validation reconstruction when there are any, else the last
