@@ -187,3 +187,26 @@ def test_training_on_a_full_disk_stops_with_one_line_and_keeps_the_log(compose, 
         train_run(compose([*TINY_TRAIN, "trainer.log_every_n_steps=1"], name="train_generator"), out_dir=run_dir)
     assert not [p for p in (run_dir / "checkpoints").glob("*")]  # nothing partial
     assert (run_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_the_decodable_check_leaves_the_random_streams_alone(compose):
+    """check_decodable reads a batch (random crops and flips) before training; the run must draw
+    the same numbers after it as without it (same seed, same bytes)."""
+    import random
+
+    from hydra.utils import instantiate
+
+    from dgnam.generator.train import check_decodable
+
+    dm = instantiate(compose(TINY_TRAIN, name="train_generator").data, resolution=64)
+    dm.setup("fit")
+
+    def draws(check: bool) -> tuple:
+        torch.manual_seed(0)
+        random.seed(0)
+        np.random.seed(0)
+        if check:
+            check_decodable(dm)
+        return torch.rand(3).tolist(), random.random(), float(np.random.rand())
+
+    assert draws(True) == draws(False)

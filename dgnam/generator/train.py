@@ -141,10 +141,16 @@ def check_decodable(dm: Any) -> None:
     loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False, num_workers=0,
                                          collate_fn=_collate())
     skipped = 0
-    for b in loader:
-        if b["image"].shape[0]:
-            return
-        skipped += int(b["skipped"])
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:  # the random crops and flips of this look must not change what the run draws after it
+        with torch.random.fork_rng(devices=[]):
+            for b in loader:
+                if b["image"].shape[0]:
+                    return
+                skipped += int(b["skipped"])
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
     raise DgnamError(f"no decodable training images in {dm.train_src}: all {skipped} files were skipped "
                      f"(not readable as images)")
 
