@@ -34,6 +34,19 @@ def _only_hydra_files(out: Path) -> bool:
     return all(p.name == ".hydra" or (p.is_file() and p.suffix == ".log") for p in out.iterdir())
 
 
+def _remove_empty_parents(folder: Path) -> None:
+    """Remove ``folder`` and its parents while they are empty, up to (not including) the working
+    directory: the ``outputs/<name>/`` folders Hydra made for a run that failed at once."""
+    cwd = Path.cwd().resolve()
+    folder = folder.resolve()
+    while folder != cwd and cwd in folder.parents:
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            return
+        folder = folder.parent
+
+
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a Hydra main: a :class:`DgnamError` prints ``error: <message>`` on one line, removes the
     run directory that Hydra created for this job (no half-written outputs; a directory that already
@@ -47,6 +60,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             out = run_dir()
             if (out / ".hydra").is_dir() and out.resolve() != Path.cwd().resolve() and _only_hydra_files(out):
                 shutil.rmtree(out, ignore_errors=True)
+                _remove_empty_parents(out.parent)
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:

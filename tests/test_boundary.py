@@ -135,7 +135,7 @@ def test_a_folder_of_corrupt_images_stops_before_training(compose, tmp_path, sta
         (photos / f"img{i}.jpg").write_bytes(b"not a jpeg")
     over = [*TINY_TRAIN, "data=imagenet_folder", f"data.train={photos}", "data.val=null", "data.cache=false",
             f"generator.standardize_input={standardize}"]
-    with pytest.raises(DgnamError, match="all 3 files were skipped"):
+    with pytest.raises(DgnamError, match="all 3 items were skipped"):
         train_run(compose(over, name="train_generator"), out_dir=tmp_path / "run")
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "tb").exists()
 
@@ -210,3 +210,28 @@ def test_the_decodable_check_leaves_the_random_streams_alone(compose):
         return torch.rand(3).tolist(), random.random(), float(np.random.rand())
 
     assert draws(True) == draws(False)
+
+
+def test_a_run_that_fails_at_once_leaves_no_outputs_folder(tmp_path):
+    """Hydra makes outputs/<name>/<time>/ before dgnam sees the config; on a user error all of it goes."""
+    line = one_line(cli("visualize.py", "model=alexnet", "model.weights=null", "layers=conv99", cwd=tmp_path))
+    assert "unknown layer 'conv99'" in line
+    assert not (tmp_path / "outputs").exists()
+    keep = tmp_path / "outputs" / "am" / "earlier"
+    keep.mkdir(parents=True)  # folders that hold something stay
+    one_line(cli("visualize.py", "model=alexnet", "model.weights=null", "layers=conv99", cwd=tmp_path))
+    assert keep.is_dir() and sorted(p.name for p in (tmp_path / "outputs" / "am").iterdir()) == ["earlier"]
+
+
+def test_a_parquet_whose_image_column_holds_strings_stops_before_training(compose, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    photo = tmp_path / "real.png"
+    Image.new("RGB", (8, 8)).save(photo)
+    table = pa.table({"image": [str(photo)] * 4, "label": [0, 1, 2, 3]})  # paths as strings: not images
+    pq.write_table(table, tmp_path / "train.parquet")
+    over = [*TINY_TRAIN, "data=imagenet50", f"data.train={tmp_path / 'train.parquet'}", "data.val=null",
+            "data.cache=false"]
+    with pytest.raises(DgnamError, match="all 4 items were skipped"):
+        train_run(compose(over, name="train_generator"), out_dir=tmp_path / "run")

@@ -151,6 +151,8 @@ class ParquetImages(Dataset):
         data = cell.get("bytes") if isinstance(cell, dict) else cell
         if data is None and isinstance(cell, dict) and cell.get("path") and os.path.isfile(cell["path"]):
             data = Path(cell["path"]).read_bytes()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            data = None  # a string or number where the image bytes belong: skipped and counted, never opened as a path
         label = labels[r]
         return data, int(label) if label is not None else -1
 
