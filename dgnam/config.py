@@ -177,8 +177,22 @@ def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int) -> Tens
 def init_config(cfg: DictConfig) -> dict[str, Any]:
     """``cfg.init`` as a plain dict (``{"kind": "noise"}`` when absent), checked by building one."""
     init = OmegaConf.to_container(cfg.init, resolve=True) if cfg.get("init") else {"kind": "noise"}
+    if init.get("kind", "noise") == "noise":
+        low, high = init.get("low", 0.4), init.get("high", 0.6)
+        if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in (low, high)) or low > high:
+            raise DgnamError(f"init.low={low!r} and init.high={high!r} must be numbers with 0 <= low <= high <= 1")
     make_init(init, 1, 8, 0)  # an unreadable image or unknown kind fails here, before any work
     return init
+
+
+def check_output(cfg: DictConfig) -> None:
+    """The output options in range: ``grid_cols``, ``frame_every``, ``fps`` positive integers when
+    given, ``input_resize`` a positive integer or null."""
+    for key in ("output.grid_cols", "output.frame_every", "output.fps"):
+        if OmegaConf.select(cfg, key) is not None:
+            positive_int(cfg, key)
+    if cfg.get("input_resize") is not None:
+        positive_int(cfg, "input_resize")
 
 
 def build(node: Any, **kwargs: Any) -> Any:
@@ -249,6 +263,7 @@ def prepare(cfg: DictConfig, batch_key: str = "batch_size") -> Prepared:
     the caller, after its own checks)."""
     check_finite({k: v for k, v in cfg.items() if k != "hydra"})
     check_optimizer(cfg.get("optimizer"))
+    check_output(cfg)
     return Prepared(
         device=pick_device(cfg.get("device", "auto")),
         steps=positive_int(cfg, "steps"),

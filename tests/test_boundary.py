@@ -80,6 +80,10 @@ def test_a_run_directory_that_cannot_be_created_is_one_line(tmp_path, where):
     (["priors.tv=inf"], "priors.tv=inf must be a finite number"),
     (["units=[]"], "units=[] selects no unit"),
     (["units=[1,1]"], "units lists unit 1 twice"),
+    (["init.low=0.8", "init.high=0.2"], "0 <= low <= high <= 1"),
+    (["output.fps=0"], "output.fps=0 must be a positive integer"),
+    (["output.grid_cols=-2"], "output.grid_cols=-2 must be a positive integer"),
+    (["input_resize=0"], "input_resize=0 must be a positive integer"),
     (["layers=logits", "units=[1,goldfish]"], "twice"),
 ])
 def test_bad_numbers_and_units_are_refused_before_any_work(compose, tmp_path, over, expect):
