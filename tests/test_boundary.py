@@ -100,6 +100,10 @@ def test_bad_numbers_and_units_are_refused_before_any_work(compose, tmp_path, ov
     (["loss.weights.image=-1"], "loss.weights.image=-1"),
     (["grad_clip_g=0"], "grad_clip_g=0 must be a number > 0"),
     (["code_noise=-0.5"], "code_noise=-0.5"),
+    (["data.batch_size=0"], "data.batch_size=0 must be an integer > 0"),
+    (["data.crop_scale=[0.9,0.1]"], "data.crop_scale=[0.9, 0.1] must be [low, high]"),
+    (["generator.width=-1"], "generator.width=-1 must be a number > 0"),
+    (["trainer.max_steps=abc"], "trainer.max_steps='abc' must be an integer > 0 (or -1)"),
 ])
 def test_bad_training_numbers_are_refused_before_any_work(compose, tmp_path, over, expect):
     cfg = compose([*TINY_TRAIN, *over], name="train_generator")

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dgnam.checks import check_finite, check_optimizer
 from dgnam.cli import run_dir
 from dgnam.config import build  # also registers the resolvers and specs the configs use
 from dgnam.core.models import pick_device
 from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.checkpoints import AtomicCheckpointIO, check_resume, load_generator_weights
+from dgnam.generator.config_checks import check_numbers
 from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.latent import LatentGenerator, head_spec
 from dgnam.generator.latent_module import LatentGeneratorModule
@@ -192,25 +192,6 @@ def _collate():
     from dgnam.generator.data import collate
 
     return collate
-
-
-def check_numbers(cfg: DictConfig) -> None:
-    """Every number of a training config in its range, before any work: no NaN or infinity anywhere,
-    the two optimizers (see :func:`dgnam.config.check_optimizer`), loss weights, code noise, the
-    gradient clip and the statistics' k."""
-    check_finite({k: v for k, v in cfg.items() if k != "hydra"})
-    check_optimizer(cfg.get("optimizer_g"), "optimizer_g")
-    check_optimizer(cfg.get("optimizer_d"), "optimizer_d")
-    for name, w in (cfg.loss.get("weights") or {}).items():
-        if not isinstance(w, (int, float)) or w < 0:
-            raise DgnamError(f"loss.weights.{name}={w!r} must be a number >= 0")
-    for key in ("code_noise", "code_stats.k"):
-        v = OmegaConf.select(cfg, key)
-        if v is not None and (not isinstance(v, (int, float)) or v < 0):
-            raise DgnamError(f"{key}={v!r} must be a number >= 0")
-    clip = cfg.get("grad_clip_g")
-    if clip is not None and (not isinstance(clip, (int, float)) or clip <= 0):
-        raise DgnamError(f"grad_clip_g={clip!r} must be a number > 0, or null (off)")
 
 
 def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
