@@ -243,3 +243,10 @@ def test_a_parquet_whose_image_column_holds_strings_stops_before_training(compos
             "data.cache=false"]
     with pytest.raises(DgnamError, match="all 4 items were skipped"):
         train_run(compose(over, name="train_generator"), out_dir=tmp_path / "run")
+
+
+def test_a_validation_interval_longer_than_an_epoch_stops_before_lightning(compose, tmp_path):
+    cfg = compose([*TINY_TRAIN, "trainer.val_check_interval=400"], name="train_generator")
+    with pytest.raises(DgnamError, match="val_check_interval=400 is more than the 4 training batches"):
+        train_run(cfg, out_dir=tmp_path / "run")
+    assert not any((tmp_path / "run" / d).exists() for d in ("tb", "csv", "checkpoints"))

@@ -238,6 +238,12 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
         check_resume(module, Path(os.path.expanduser(str(ckpt_path))))
     dm.setup("fit")
     check_decodable(dm)
+    vci = cfg.trainer.get("val_check_interval")
+    if isinstance(vci, int) and dm.val_src is not None and cfg.trainer.get("check_val_every_n_epoch") is not None:
+        n = len(dm.train_dataloader())
+        if vci > n:
+            raise DgnamError(f"trainer.val_check_interval={vci} is more than the {n} training batches of an epoch; "
+                             f"give at most {n}, a fraction of an epoch (e.g. 0.5), or null (once per epoch)")
     tcfg = dict(_plain(cfg.trainer))
     precision = tcfg.pop("precision", "auto")
     if precision == "auto":
