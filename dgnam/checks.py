@@ -15,7 +15,10 @@ GRAD_NORMS = ("none", "l1", "l2")
 
 
 def check_finite(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> None:
-    """No number anywhere in the config is NaN or infinite (``optimizer.lr=nan``)."""
+    """No number anywhere in the config is NaN or infinite (``optimizer.lr=nan``); Hydra's own
+    ``hydra`` node, when present, is not checked."""
+    if not prefix and OmegaConf.is_dict(cfg):
+        cfg = {k: v for k, v in cfg.items() if k != "hydra"}
     node = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else cfg
     items = node.items() if isinstance(node, Mapping) else enumerate(node)
     for k, v in items:

@@ -47,20 +47,17 @@ def _remove_empty_parents(folder: Path) -> None:
         folder = folder.parent
 
 
-def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a Hydra main: a :class:`DgnamError` prints ``error: <message>`` on one line, removes the
-    run directory that Hydra created for this job (no half-written outputs; a directory that already
-    held other files is left as it was) and exits with status 2."""
+def _exit_on_user_error(fn: Callable[..., Any], cleanup: Callable[[], None] | None = None) -> Callable[..., Any]:
+    """``fn`` wrapped so that a :class:`DgnamError` runs ``cleanup``, prints ``error: <message>`` on
+    one line and exits with status 2, and Ctrl-C prints ``interrupted`` and exits with 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except DgnamError as e:
-            out = run_dir()
-            if (out / ".hydra").is_dir() and out.resolve() != Path.cwd().resolve() and _only_hydra_files(out):
-                shutil.rmtree(out, ignore_errors=True)
-                _remove_empty_parents(out.parent)
+            if cleanup is not None:
+                cleanup()
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
@@ -68,24 +65,27 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
 
     return wrapper
+
+
+def _remove_failed_run_dir() -> None:
+    """Remove the run directory Hydra created for this job, and its empty parents, when it holds
+    nothing but Hydra's own files (a directory that already held other files is left as it was)."""
+    out = run_dir()
+    if (out / ".hydra").is_dir() and out.resolve() != Path.cwd().resolve() and _only_hydra_files(out):
+        shutil.rmtree(out, ignore_errors=True)
+        _remove_empty_parents(out.parent)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a Hydra main: a :class:`DgnamError` prints ``error: <message>`` on one line, removes the
+    run directory that Hydra created for this job (no half-written outputs) and exits with status 2."""
+    return _exit_on_user_error(fn, _remove_failed_run_dir)
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap the ``main`` of a ``python -m dgnam...`` command: a :class:`DgnamError` prints
     ``error: <message>`` on one line and exits with status 2 (no Hydra run directory to clean)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except DgnamError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
-
-    return wrapper
+    return _exit_on_user_error(fn)
 
 
 # Flags of a Hydra app that take no value; with any other flag the check below leaves the command
@@ -101,14 +101,14 @@ def check_overrides(conf_dir: str | os.PathLike, config_name: str, argv: list[st
     checked with their first value. Nothing is written."""
     if any(a.startswith("-") and a not in _PLAIN_FLAGS for a in argv):
         return
+    one_line_errors(_check_command_line)(conf_dir, config_name, argv)
+
+
+def _check_command_line(conf_dir: str | os.PathLike, config_name: str, argv: list[str]) -> None:
     multirun = any(a in _PLAIN_FLAGS for a in argv)
-    try:
-        overrides = _first_of_each_sweep([a for a in argv if a not in _PLAIN_FLAGS], Path(conf_dir))
-        cfg = _compose(conf_dir, config_name, overrides)
-        _check_run_dir(cfg, multirun)
-    except DgnamError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    overrides = _first_of_each_sweep([a for a in argv if a not in _PLAIN_FLAGS], Path(conf_dir))
+    cfg = _compose(conf_dir, config_name, overrides)
+    _check_run_dir(cfg, multirun)
 
 
 def _first_of_each_sweep(args: list[str], conf_dir: Path) -> list[str]:

@@ -14,7 +14,6 @@ and :mod:`dgnam.generator.latent`, which live there only).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,22 +215,6 @@ def build_target_from_cfg(cfg: DictConfig, device: torch.device) -> Target:
     return build(cfg.model, device=device)
 
 
-def param_class(factory: Callable[..., nn.Module], probe_size: int = 8) -> type[ImageParam]:
-    """The class a parameterization factory builds, so a mode knows its contract (e.g.
-    ``pixel_space``) before any work: read from a class, a ``functools.partial`` of one or of a
-    ``from_...`` classmethod; any other callable is called once on a one-item noise start of side
-    ``probe_size`` to see what it builds."""
-    fn = factory.func if isinstance(factory, functools.partial) else factory
-    owner = getattr(fn, "__self__", None)  # a bound classmethod such as GeneratorParam.from_prior
-    cls = owner if isinstance(owner, type) else fn
-    if not isinstance(cls, type):
-        probe = torch.full((1, 3, probe_size, probe_size), 0.5)
-        cls = type(factory(init=probe, noise=True, generator=torch.Generator().manual_seed(0)))
-    if not issubclass(cls, ImageParam):
-        raise DgnamError(f"param._target_ must build a dgnam.core.params.ImageParam, not {cls.__name__}")
-    return cls
-
-
 def probe_param(factory: Callable[..., nn.Module], init: Mapping[str, Any], size: int, seed: int) -> ImageParam:
     """Build the parameterization once for a one-item batch, as the run will, so that its
     arguments and files (a prior, statistics, an encoder for an image start) fail before any work;
@@ -261,7 +244,7 @@ def prepare(cfg: DictConfig, batch_key: str = "batch_size") -> Prepared:
     """The shared preamble of the optimizing modes: device, steps, batch size, image size, priors,
     start images and gradient normalization, each checked before any work (the target is built by
     the caller, after its own checks)."""
-    check_finite({k: v for k, v in cfg.items() if k != "hydra"})
+    check_finite(cfg)
     check_optimizer(cfg.get("optimizer"))
     check_output(cfg)
     return Prepared(

@@ -30,7 +30,7 @@ def check_numbers(cfg: DictConfig) -> None:
     """Every number of a training config in its range: no NaN or infinity anywhere, the two
     optimizers (:func:`dgnam.checks.check_optimizer`), loss weights, code noise and statistics, the
     gradient clip, generator widths, the data loader's sizes and crop range, the trainer's counts."""
-    check_finite({k: v for k, v in cfg.items() if k != "hydra"})
+    check_finite(cfg)
     check_optimizer(cfg.get("optimizer_g"), "optimizer_g")
     check_optimizer(cfg.get("optimizer_d"), "optimizer_d")
     for name in (cfg.loss.get("weights") or {}):

@@ -125,8 +125,7 @@ def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | No
             if max_images and seen >= max_images:
                 break
         if not seen:
-            raise DgnamError(f"no decodable training images in {dm.train_src}: all {skipped} items were skipped "
-                             f"(files or Parquet cells that do not decode as images)")
+            raise _no_images(dm, skipped)
     return st.result(k)
 
 
@@ -151,8 +150,12 @@ def check_decodable(dm: Any) -> None:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-    raise DgnamError(f"no decodable training images in {dm.train_src}: all {skipped} items were skipped "
-                     f"(files or Parquet cells that do not decode as images)")
+    raise _no_images(dm, skipped)
+
+
+def _no_images(dm: Any, skipped: int) -> DgnamError:
+    return DgnamError(f"no decodable training images in {dm.train_src}: all {skipped} items were skipped "
+                      f"(files or Parquet cells that do not decode as images)")
 
 
 def write_prior(cfg: DictConfig, dm: Any, parts: dict[str, Any], out: Path, device: torch.device,

@@ -20,8 +20,8 @@ from dgnam.config import (
     build_priors,
     build_target_from_cfg,
     make_init,
-    param_class,
     prepare,
+    probe_param,
 )
 from dgnam.core import objectives as O
 from dgnam.core.loop import optimize
@@ -125,7 +125,7 @@ def run_receptive_field(cfg: DictConfig, out_dir: str | Path) -> dict:
     init_cfg, grad_norm = pre.init, pre.grad_norm
     start_photo = source_image(init_cfg.get("path"), size) if init_cfg.get("kind") == "image" else None
     factory = build(cfg.param)
-    if not param_class(factory).pixel_space:
+    if not probe_param(factory, init_cfg, size, pre.seed).pixel_space:
         raise DgnamError("mode=receptive_field changes pixels inside the field only; it needs param=pixel")
     target = build_target_from_cfg(cfg, device)
     spec = cfg.get("layers")
