@@ -16,10 +16,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from dgnam.checks import check_finite
 from dgnam.cli import check_overrides, guarded, run_dir
 from dgnam.config import PRIOR_NAMES, unknown_prior
 from dgnam.errors import DgnamError
 from dgnam.eval.run import run_report
+from dgnam.ranges import VISUALIZE, check_ranges
 from dgnam.views.actmaps import run_activation_maps
 from dgnam.views.am import run_am
 from dgnam.views.inversion import run_inversion
@@ -34,6 +36,8 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict:
     mode = cfg.get("mode", "am")
     if mode not in MODES:
         raise DgnamError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    check_finite(cfg)
+    check_ranges(cfg, VISUALIZE)  # every number in range before any work (docs/errors.md)
     return MODES[mode](cfg, out_dir or run_dir())
 
 

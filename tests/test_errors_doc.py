@@ -10,6 +10,7 @@ import sys
 import pytest
 from conftest import REPO
 
+from dgnam import ranges
 from dgnam.errors import DgnamError
 
 sys.path.insert(0, str(REPO))
@@ -17,7 +18,6 @@ import visualize  # noqa: E402
 from train_generator import run as train_run  # noqa: E402
 
 DOC = REPO / "docs" / "errors.md"
-BEGIN, END = "<!-- errors:begin -->", "<!-- errors:end -->"
 R = ["model=alexnet", "model.weights=null"]  # random weights: no download
 TINY = ["encoder=mobilenet_v2_random", "data=synthetic", "trainer=smoke", "resolution=64"]
 
@@ -84,6 +84,22 @@ def table(rows: list[tuple[str, str]]) -> str:
     return "\n".join(out)
 
 
+def block(text: str, tag: str) -> tuple[str, str, str]:
+    """(before, inside, after) of the ``<!-- tag:begin -->`` ... ``<!-- tag:end -->`` block."""
+    begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
+    head, rest = text.split(begin, 1)
+    inside, tail = rest.split(end, 1)
+    return head + begin, inside.strip(), end + tail
+
+
+def check_or_update(tag: str, want: str) -> None:
+    head, have, tail = block(DOC.read_text(), tag)
+    if os.environ.get("DGNAM_UPDATE_DOCS"):
+        DOC.write_text(f"{head}\n{want}\n{tail}")
+        return
+    assert have == want, f"docs/errors.md ({tag}) is out of date: DGNAM_UPDATE_DOCS=1 pytest tests/test_errors_doc.py"
+
+
 def test_the_errors_page_shows_what_the_code_prints(compose, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths in the cases (missing.png, ...) resolve here
     rows = []
@@ -91,12 +107,10 @@ def test_the_errors_page_shows_what_the_code_prints(compose, capsys, tmp_path, m
         line = error_line(compose, script, shown, extra, capsys, tmp_path / f"run{i}")
         assert line.startswith("error: ") and "\n" not in line, line
         rows.append((f"python {script} {' '.join(shown)}", line))
-    want = table(rows)
-    text = DOC.read_text()
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    if os.environ.get("DGNAM_UPDATE_DOCS"):
-        DOC.write_text(f"{head}{BEGIN}\n{want}\n{END}{tail}")
-        return
-    have = rest.split(END, 1)[0].strip()
-    assert have == want, "docs/errors.md is out of date: DGNAM_UPDATE_DOCS=1 pytest tests/test_errors_doc.py"
+    check_or_update("errors", table(rows))
+
+
+def test_the_errors_page_lists_every_checked_number():
+    want = "\n\n".join([f"**`visualize.py`**\n\n{ranges.table(ranges.VISUALIZE)}",
+                          f"**`train_generator.py`**\n\n{ranges.table(ranges.TRAIN)}"])
+    check_or_update("ranges", want)

@@ -98,10 +98,10 @@ def test_plain_only_and_a_grayscale_photo(compose, tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["layers=[conv1,conv9]"], "unknown layer 'conv9'"),
     (["inversion.variants=[plain,fancy]"], "unknown inversion variant 'fancy'"),
-    (["inversion.tv_growth=-1"], "tv_growth=-1.0 must be >= 0"),
+    (["inversion.tv_growth=-1"], "inversion.tv_growth=-1 must be a number >= 0"),
     (["image=/nonexistent/photo.png"], "image file not found"),
-    (["steps=0"], "steps=0 must be a positive integer"),
-    (["priors.tv=-2"], "prior tv=-2"),
+    (["steps=0"], "steps=0 must be an integer >= 1"),
+    (["priors.tv=-2"], "priors.tv=-2.0 must be a number >= 0"),
 ])
 def test_bad_input_is_one_clear_error(compose, tmp_path, overrides, message):
     with pytest.raises(DgnamError, match=message) as err:
