@@ -165,6 +165,34 @@ def test_resuming_into_the_same_run_directory_keeps_every_logged_row(compose, tm
         assert {k: v for k, v in old.items() if v} == {k: v for k, v in new.items() if k in old and v}
 
 
+def test_resuming_after_a_kill_logs_no_step_twice_and_keeps_the_replaced_rows(compose, tmp_path):
+    """A run killed some steps after its last checkpoint: the resumed run logs those steps again;
+    the rows the killed run logged after the checkpoint move to metrics.replaced.csv."""
+    import csv
+    import shutil
+
+    run_dir = tmp_path / "run"
+    over = [*TINY_TRAIN, "trainer.log_every_n_steps=1"]
+    first = train_run(compose([*over, "trainer.max_steps=4"], name="train_generator"), out_dir=run_dir)
+    mid = tmp_path / "mid.ckpt"
+    shutil.copy(first["last_ckpt"], mid)  # the last checkpoint before the kill
+    train_run(compose([*over, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"], name="train_generator"),
+              out_dir=run_dir)  # the steps the killed run did after it
+    metrics = run_dir / "csv" / "metrics.csv"
+    logged = list(csv.DictReader(open(metrics)))
+    resumes_at = first["iterations"]  # the step column counts iterations
+    after_mid = [r for r in logged if r["step"] and int(r["step"]) >= resumes_at]
+    assert after_mid
+    train_run(compose([*over, "trainer.max_steps=8", f"ckpt_path={mid}"], name="train_generator"), out_dir=run_dir)
+    rows = list(csv.DictReader(open(metrics)))
+    keyed = [(r["step"], *sorted(k for k, v in r.items() if v and k != "step")) for r in rows]
+    assert len(keyed) == len(set(keyed)), "a step was logged twice with the same metrics"
+    replaced = list(csv.DictReader(open(run_dir / "csv" / "metrics.replaced.csv")))
+    assert [r["step"] for r in replaced] == [r["step"] for r in after_mid]
+    assert [r for r in rows if r["step"] and int(r["step"]) < resumes_at] == \
+        [r for r in logged if r["step"] and int(r["step"]) < resumes_at]
+
+
 class _DiskFull:
     def __reduce__(self):
         raise OSError(28, "No space left on device")

@@ -51,9 +51,10 @@ def load_generator_weights(generator: Generator, ckpt: Path) -> dict[str, Any]:
     return state
 
 
-def check_resume(module: GeneratorModule, ckpt: Path) -> None:
+def check_resume(module: GeneratorModule, ckpt: Path) -> int:
     """Before Lightning starts: ``ckpt`` is readable, made for this encoder, and its generator and
-    discriminator weights fit this config (resolution, widths, kind)."""
+    discriminator weights fit this config (resolution, widths, kind). Returns the logging step the
+    resumed run starts at (Lightning's count of batches that stepped: the ``step`` column of the logs)."""
     state = read_checkpoint(ckpt)
     module.check_encoder(state.get("dgnam_encoder"))
     frozen = ("encoder.", "comparator.")
@@ -61,3 +62,5 @@ def check_resume(module: GeneratorModule, ckpt: Path) -> None:
     theirs = {k: v for k, v in state["state_dict"].items() if not str(k).startswith(frozen)}
     check_state_dict(own, theirs, f"checkpoint {ckpt} does not fit this config (another resolution, widths, "
                      f"generator kind or discriminator?)")
+    epoch_loop = ((state.get("loops") or {}).get("fit_loop") or {}).get("epoch_loop.state_dict") or {}
+    return int(epoch_loop.get("_batches_that_stepped") or 0)

@@ -25,6 +25,7 @@ from dgnam.generator.config_checks import check_numbers
 from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.latent import LatentGenerator, head_spec
 from dgnam.generator.latent_module import LatentGeneratorModule
+from dgnam.generator.loggers import CSVLogger
 from dgnam.generator.losses import Balancer
 from dgnam.generator.module import GeneratorModule
 from dgnam.generator.prior import KINDS, save_prior
@@ -237,8 +238,9 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     if from_ckpt:
         return export_checkpoint(cfg, dm, parts, Path(os.path.expanduser(str(from_ckpt))), out, device)
 
+    resume_step = None
     if ckpt_path:
-        check_resume(module, Path(os.path.expanduser(str(ckpt_path))))
+        resume_step = check_resume(module, Path(os.path.expanduser(str(ckpt_path))))
     dm.setup("fit")
     check_decodable(dm)
     vci = cfg.trainer.get("val_check_interval")
@@ -263,6 +265,10 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     best_cb = next((c for c in ckpts if c.monitor), None)
     tcfg.setdefault("enable_checkpointing", bool(ckpts))  # callbacks=none: no Lightning default either
     loggers = build_group(cfg.get("logger"))
+    for lg in loggers if resume_step is not None else []:
+        if isinstance(lg, CSVLogger) and (n := lg.resume_at(resume_step)):
+            log.info("%d rows logged from step %d on (after the checkpoint) moved to %s/metrics.replaced.csv",
+                     n, resume_step, lg.log_dir)
     if cfg.generator.get("standardize_input", True) and not ckpt_path:
         st = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
                                 device)
