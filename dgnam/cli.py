@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import errno
 import functools
 import os
 import re
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,18 +49,46 @@ def _remove_empty_parents(folder: Path) -> None:
         folder = folder.parent
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+def quiet_full_disk_in_threads() -> None:
+    """A full disk in a writer thread (TensorBoard's event writer) is re-raised by its owner in the
+    main thread, where it becomes one line; the thread's own traceback is not printed."""
+    default = threading.excepthook
+    if getattr(default, "dgnam_quiet", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if isinstance(args.exc_value, OSError) and args.exc_value.errno in FULL_DISK:
+            return
+        default(args)
+
+    hook.dgnam_quiet = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 def _exit_on_user_error(fn: Callable[..., Any], cleanup: Callable[[], None] | None = None) -> Callable[..., Any]:
     """``fn`` wrapped so that a :class:`DgnamError` runs ``cleanup``, prints ``error: <message>`` on
-    one line and exits with status 2, and Ctrl-C prints ``interrupted`` and exits with 130."""
+    one line and exits with status 2; a full disk prints one line and exits with 2 (what was written
+    stays); Ctrl-C prints ``interrupted`` and exits with 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet_full_disk_in_threads()
         try:
             return fn(*args, **kwargs)
         except DgnamError as e:
             if cleanup is not None:
                 cleanup()
             print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as e:
+            if e.errno not in FULL_DISK:
+                raise
+            where = e.filename or f"under {run_dir()}"
+            print(f"error: cannot write {where}: {os.strerror(e.errno)} (disk full?); files already written "
+                  f"(checkpoints, logs) are kept", file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

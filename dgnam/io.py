@@ -7,8 +7,10 @@ temporary name first), so an interrupted run leaves no half-written file.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,6 +44,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_torch(obj: object, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`. torch's zip writer reports a
+    failed write (a full disk) as a ``RuntimeError``; it is raised as the ``OSError`` it is
+    (``ENOSPC`` when the disk is full), with the file's name, so every caller handles one kind."""
+    def write(tmp: str) -> None:
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as e:
+            full = shutil.disk_usage(Path(tmp).parent).free < 1 << 20
+            code = errno.ENOSPC if full else errno.EIO
+            raise OSError(code, f"{os.strerror(code)} ({first_line(e, 80)})", str(path)) from None
+
+    return atomic_write(path, write)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -212,17 +212,60 @@ def test_a_checkpoint_that_cannot_be_written_keeps_the_last_good_one(tmp_path):
 
 
 def test_training_on_a_full_disk_stops_with_one_line_and_keeps_the_log(compose, tmp_path, monkeypatch):
-    import dgnam.generator.checkpoints as C
+    import dgnam.io as io
 
     def full(*_a, **_k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(C.torch, "save", full)
+    monkeypatch.setattr(io.torch, "save", full)
     run_dir = tmp_path / "run"
     with pytest.raises(DgnamError, match="cannot write checkpoint .*No space left"):
         train_run(compose([*TINY_TRAIN, "trainer.log_every_n_steps=1"], name="train_generator"), out_dir=run_dir)
     assert not [p for p in (run_dir / "checkpoints").glob("*")]  # nothing partial
     assert (run_dir / "csv" / "metrics.csv").is_file()
+
+
+def test_torch_s_failed_write_on_a_full_disk_is_an_oserror_and_leaves_no_file(tmp_path, monkeypatch):
+    """torch's zip writer reports a full disk as a RuntimeError ("unexpected pos ..."); save_torch
+    raises it as ENOSPC with the file's name, and removes the partial file."""
+    import errno
+    import shutil
+
+    import dgnam.io as io
+
+    def failing(obj, f):
+        open(f, "wb").write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 171008 vs 170896")
+
+    monkeypatch.setattr(io.torch, "save", failing)
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(100, 100, 0))
+    with pytest.raises(OSError) as e:
+        io.save_torch({"w": torch.ones(1)}, tmp_path / "x.pt")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(tmp_path / "x.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_anywhere_is_one_line_and_exit_2(capsys):
+    """A full disk that reaches the entry point (TensorBoard's writer, any output) is one line,
+    exit status 2; the writer thread's own traceback is not printed."""
+    import errno
+    import threading
+
+    from dgnam.cli import _exit_on_user_error
+
+    def run():
+        t = threading.Thread(target=lambda: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+        t.start()
+        t.join()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SystemExit) as e:
+        _exit_on_user_error(run)()
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: cannot write under ")
+    assert "No space left on device (disk full?)" in err and "Traceback" not in err
+    with pytest.raises(OSError):  # another OSError is not a user error: it keeps its traceback
+        _exit_on_user_error(lambda: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))()
 
 
 def test_the_decodable_check_leaves_the_random_streams_alone(compose):

@@ -6,13 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from dgnam.errors import DgnamError
 from dgnam.generator.arch import Generator
 from dgnam.generator.module import GeneratorModule
-from dgnam.io import atomic_write
+from dgnam.io import save_torch
 from dgnam.safeload import check_state_dict, load_file
 
 
@@ -25,7 +24,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         path = Path(path)
         try:
-            atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+            save_torch(checkpoint, path)
         except OSError as e:
             raise DgnamError(f"cannot write checkpoint {path}: {e.strerror or e} (disk full?); the last good "
                              f"checkpoint is kept") from None

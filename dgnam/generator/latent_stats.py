@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
 def _main(argv: list[str] | None) -> None:
     import argparse
 
-    from dgnam.io import atomic_write
+    from dgnam.io import save_torch
 
     s = argparse.ArgumentParser(prog="python -m dgnam.generator.latent_stats", description=main.__doc__)
     s.add_argument("--cache", required=True, help="a codes-*.pt cache that holds latents")
@@ -77,7 +77,7 @@ def _main(argv: list[str] | None) -> None:
     st = latent_statistics(lat.flatten(0, 1), a.q)
     blob = {"format": STATS_FORMAT, **st, "q": a.q, "n": int(lat.shape[0]),
             "source": Path(a.cache).name, "meta": cache.get("meta", {})}
-    atomic_write(a.out, lambda p: torch.save(blob, p))
+    save_torch(blob, a.out)
     print(f"wrote {a.out}: {lat.shape[0]} images, mean {st['mean'].mean():.3f}, "
           f"range {st['low'].min():.2f} .. {st['high'].max():.2f}")
 

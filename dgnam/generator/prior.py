@@ -44,9 +44,9 @@ def save_prior(path: str | os.PathLike, generator: Generator | LatentGenerator, 
         "code_k": float(stats.get("code_k", torch.tensor(3.0))),
         "extra": dict(extra or {}),
     }
-    from dgnam.io import atomic_write  # file output, only when writing (loading a prior needs none)
+    from dgnam.io import save_torch  # file output, only when writing (loading a prior needs none)
 
-    return atomic_write(path, lambda p: torch.save(blob, p))
+    return save_torch(blob, path)
 
 
 def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clamp: bool = True,

@@ -23,7 +23,7 @@ from dgnam.config import build_target_from_cfg
 from dgnam.core.models import Target, pick_device
 from dgnam.core.units import select_units
 from dgnam.errors import DgnamError
-from dgnam.io import atomic_write, labelled_grid, safe_name, save_png, source_image, write_results
+from dgnam.io import labelled_grid, safe_name, save_png, save_torch, source_image, write_results
 from dgnam.views.common import layer_list, spatial_layers
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,7 @@ def run_activation_maps(cfg: DictConfig, out_dir: str | Path) -> dict:
                            f"{m.shape[1]}x{m.shape[2]} each, colour scale {scale}", grid.shape[-1])
         fig = beside(photo, torch.cat([title, grid], dim=1))
         save_png(fig.float() / 255, out / f"actmaps_{safe_name(layer)}.png")
-        atomic_write(out / f"maps_{safe_name(layer)}.pt", lambda tmp, m=m, idx=idx: torch.save(
-            {"layer": layer, "filters": idx, "maps": m.clone()}, tmp))
+        save_torch({"layer": layer, "filters": idx, "maps": m.clone()}, out / f"maps_{safe_name(layer)}.pt")
         flat = m.flatten(1)
         for i, f in zip(idx, flat):
             rows.append({"layer": layer, "filter": i, "height": m.shape[1], "width": m.shape[2],
