@@ -339,7 +339,8 @@ def test_every_config_composes(compose):
     assert {"mobilenet_v2_cpu", "mobilenet_v2_gpu", "mobilenet_v2_latent_cpu", "mobilenet_v2_latent_gpu"} <= set(presets)
     for name in presets:
         cfg = compose([f"experiment_train={name}"], name="train_generator")
-        assert cfg.encoder.code_layer == "flatten" and cfg.resolution in (64, 128)
+        spatial = name.startswith("mobilenet_v2_latent_spatial")
+        assert cfg.encoder.code_layer == ("features.14.conv.0" if spatial else "flatten") and cfg.resolution in (64, 128)
     cfg = compose([], name="train_generator")  # the recipe
     assert cfg.loss.weights.image == pytest.approx(2e-6 * 255**2, rel=1e-3)
     assert cfg.loss.weights.feature == 0.01 and cfg.loss.weights.adversarial == 100

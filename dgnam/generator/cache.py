@@ -31,7 +31,7 @@ from dgnam.generator.data import (
     pil_to_tensor,
 )
 from dgnam.generator.encoder import Comparator, Encoder
-from dgnam.io import atomic_write
+from dgnam.io import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,38 @@ def cache_key(source: Any, limit: int | None, encoder: Encoder, comparator: Comp
     if latent_encoder is not None:  # (absent from older keys, so their caches stay valid)
         desc["latent"] = latent_describe(latent_encoder)
     return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def photos_key(source: Any, limit: int | None, resolution: int, flips: bool, load_size: int,
+               latent_encoder: Any) -> str:
+    """A short hash of what determines a dataset's photos and their latents, not its codes: a latent
+    prior trained on another encoder layer reuses them (:func:`load_or_encode`)."""
+    try:
+        files = [str(Path(f).resolve()) for f in expand_files(source)]
+    except DgnamError:
+        files = [str(Path(str(source)).expanduser().resolve())]
+    desc = {"v": CACHE_VERSION, "source": files, "limit": limit, "resolution": resolution, "flips": flips,
+            "load_size": load_size, "latent": latent_describe(latent_encoder)}
+    return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@torch.inference_mode()
+def encode_photos(photos: dict[str, Any], encoder: Encoder, comparator: Comparator | None, flips: bool,
+                  batch_size: int = 64, device: str | torch.device = "cpu") -> dict[str, Tensor | None]:
+    """Codes and comparator features of already decoded photos (``photos["images"]``, uint8, the
+    size E sees): the part of :func:`encode_dataset` that depends on E and C."""
+    codes, feats = [], []
+    imgs = photos["images"]
+    t0 = time.time()
+    for i in range(0, imgs.shape[0], batch_size):
+        x = imgs[i : i + batch_size].to(device).float().div(255.0)
+        xs = [x, x.flip(-1)] if flips else [x]
+        codes.append(torch.stack([encoder(v).half().cpu() for v in xs], 1))
+        if comparator is not None:
+            feats.append(torch.stack([comparator(v).half().cpu() for v in xs], 1))
+        if (i // batch_size) % 50 == 0:
+            log.info("encoded %d/%d photos (%.1f img/s)", i, imgs.shape[0], i / max(time.time() - t0, 1e-6))
+    return {"codes": torch.cat(codes), "feats": torch.cat(feats) if feats else None}
 
 
 @torch.inference_mode()
@@ -138,16 +170,35 @@ def load_or_encode(cache_dir: str | Path, source: Any, encoder: Encoder, compara
                    resolution: int, load_size: int = 128, flips: bool = True, limit: int | None = None,
                    batch_size: int = 64, device: str | torch.device = "cpu",
                    latent_encoder: Any = None) -> dict[str, Any]:
-    """:func:`encode_dataset`, stored under ``cache_dir`` by a hash of its inputs and reused."""
+    """:func:`encode_dataset`, stored under ``cache_dir`` by a hash of its inputs and reused.
+
+    With a latent encoder the photos, labels and latents are also stored on their own
+    (``photos-<key>.pt``, keyed by :func:`photos_key`): a later run on the same photos with another
+    encoder or comparator reads them and runs only E and C (when ``load_size == resolution``, so the
+    stored photos are what E sees), instead of decoding and encoding every photo again."""
     key = cache_key(source, limit, encoder, comparator, resolution, flips, load_size, latent_encoder)
     path = Path(cache_dir) / f"codes-{key}.pt"
     if path.is_file():
         log.info("reading cached codes %s", path)
         return torch.load(path, map_location="cpu", weights_only=True)
-    log.info("encoding %s once into %s", source, path)
-    out = encode_dataset(source, encoder, comparator, resolution, load_size, flips, limit, batch_size, device,
-                         latent_encoder=latent_encoder)
-    atomic_write(path, lambda p: torch.save(out, p))
+    ppath = None
+    if latent_encoder is not None:
+        ppath = Path(cache_dir) / f"photos-{photos_key(source, limit, resolution, flips, load_size, latent_encoder)}.pt"
+    if ppath is not None and ppath.is_file() and load_size == resolution:
+        log.info("reading cached photos and latents %s; encoding their codes once into %s", ppath, path)
+        photos = torch.load(ppath, map_location="cpu", weights_only=True)
+        out = {**photos, **encode_photos(photos, encoder, comparator, flips, batch_size, device), "views": 2 if flips else 1,
+               "meta": {"encoder": encoder.describe(), "comparator": comparator.describe() if comparator else None,
+                        "latent": latent_describe(latent_encoder), "resolution": resolution, "load_size": load_size,
+                        "flips": flips, "version": CACHE_VERSION}}
+    else:
+        log.info("encoding %s once into %s", source, path)
+        out = encode_dataset(source, encoder, comparator, resolution, load_size, flips, limit, batch_size, device,
+                             latent_encoder=latent_encoder)
+        if ppath is not None:
+            photos = {k: out[k] for k in ("images", "labels", "skipped", "latents")}
+            save_torch(photos, ppath)
+    save_torch(out, path)
     return out
 
 

@@ -72,6 +72,14 @@ class Encoder(_Frozen):
                 self._dim = int(self(torch.zeros(1, 3, size, size, device=p.device)).shape[1])
         return self._dim
 
+    @property
+    def code_shape(self) -> tuple[int, ...]:
+        """The code's shape before flattening: ``(C, H, W)`` for an unpooled conv layer, ``(D,)``
+        otherwise."""
+        size = self.input_size or self.target.input_size
+        shape = self.target.layer_shape(self.layer, size)
+        return tuple(shape) if len(shape) == 3 and self.pooling == "none" else (self.code_dim,)
+
     def describe(self) -> dict[str, Any]:
         """What a generator trained on this encoder needs to know about it."""
         return {"arch": self.target.name, "weights_file": self.weights, "layer": self.layer,

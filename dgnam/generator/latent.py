@@ -42,14 +42,27 @@ LATENT_HEAD: dict[str, Any] = {
 }
 
 RESOLUTIONS = (64, 128, 256)
+#: ``generator.code``: a flat code vector (fc layers first) or a spatial map (an unpooled conv layer).
+CODE_KINDS = ("flat", "spatial")
 
 
 def head_spec(base: dict[str, Any] | None = None, resolution: int = 128, fc: list[int] | None = None,
-              width: float = 1.0) -> dict[str, Any]:
+              width: float = 1.0, code_shape: tuple[int, int, int] | None = None) -> dict[str, Any]:
     """The head spec for ``resolution``: the stack up to (and with the ``conv`` layers right after)
-    the ``up`` that reaches the latent side ``resolution / 8``; ``width`` scales every channel count."""
+    the ``up`` that reaches the latent side ``resolution / 8``; ``width`` scales every channel count.
+
+    ``code_shape`` ``(C, s, s)``: the code is a spatial map (an unpooled conv layer, flattened): the
+    head starts with a 1 x 1 convolution to ``start_channels`` at side ``s``, without fc layers."""
     spec = copy.deepcopy(base or LATENT_HEAD)
+    if code_shape is not None:
+        c, h, w = (int(v) for v in code_shape)
+        if h != w or h & (h - 1):
+            raise DgnamError(f"a spatial code must be square with a power-of-two side, got {c} x {h} x {w}")
+        spec["code_shape"], spec["start_size"], spec["fc"] = [c, h, w], h, []
     side = latent_side(resolution)
+    if spec.get("start_size", 4) > side:
+        raise DgnamError(f"the code's side {spec['start_size']} is larger than the latent side {side} at "
+                         f"resolution {resolution}; valid: a resolution of at least {8 * spec['start_size']}")
     s, reachable, stack = spec.get("start_size", 4), [spec.get("start_size", 4)], []
     for kind, ch in spec["stack"]:
         if kind not in ("up", "conv"):
@@ -66,14 +79,16 @@ def head_spec(base: dict[str, Any] | None = None, resolution: int = 128, fc: lis
     spec["stack"] = stack
     spec["resolution"] = int(resolution)
     spec["start_channels"] = max(1, int(round(spec["start_channels"] * width)))
-    if fc is not None:
+    if fc is not None and code_shape is None:
         spec["fc"] = [int(w) for w in fc]
     return spec
 
 
 class LatentHead(StandardizedInput):
     """H: codes (B, D) -> latents (B, C, r, r), from a :func:`head_spec` (inputs standardized as in
-    :class:`dgnam.generator.arch.Generator`)."""
+    :class:`dgnam.generator.arch.Generator`). A flat code goes through the fc layers and is reshaped
+    to ``start_channels x start_size x start_size``; a spatial one (``spec["code_shape"]``) is
+    reshaped to its map and mapped to ``start_channels`` by a 1 x 1 convolution."""
 
     def __init__(self, code_dim: int, spec: dict[str, Any]) -> None:
         super().__init__()
@@ -81,7 +96,14 @@ class LatentHead(StandardizedInput):
         self._init_input(self.code_dim)
         slope = spec.get("slope", 0.2)
         s0, c0 = spec.get("start_size", 4), spec["start_channels"]
-        self.fc = fc_stack(self.code_dim, list(spec["fc"]) + [c0 * s0 * s0], slope)
+        self.code_shape = tuple(int(v) for v in spec["code_shape"]) if spec.get("code_shape") else None
+        if self.code_shape is not None:
+            if self.code_shape[0] * self.code_shape[1] * self.code_shape[2] != self.code_dim:
+                raise DgnamError(f"the head's code shape {list(self.code_shape)} does not hold the code's "
+                                 f"{self.code_dim} units")
+            self.fc = nn.Sequential(nn.Conv2d(self.code_shape[0], c0, 1), nn.LeakyReLU(slope))
+        else:
+            self.fc = fc_stack(self.code_dim, list(spec["fc"]) + [c0 * s0 * s0], slope)
         convs: list[nn.Module] = []
         c = c0
         for kind, ch in spec["stack"]:
@@ -101,6 +123,8 @@ class LatentHead(StandardizedInput):
     def forward(self, code: Tensor) -> Tensor:
         c0, s0 = self.start
         h = self.standardize(code)  # (B, D)
+        if self.code_shape is not None:
+            return self.convs(self.fc(h.view(code.shape[0], *self.code_shape)))  # (B, C, s, s) -> latents
         x = self.fc(h).view(code.shape[0], c0, s0, s0)  # (B, C0, 4, 4)
         return self.convs(x)  # (B, 32, r, r)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dgnam.checks import one_of
 from dgnam.cli import run_dir
 from dgnam.config import build  # also registers the resolvers and specs the configs use
 from dgnam.core.models import pick_device
@@ -23,7 +24,7 @@ from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.checkpoints import AtomicCheckpointIO, check_resume, load_generator_weights
 from dgnam.generator.config_checks import check_numbers
 from dgnam.generator.encoder import Comparator, Encoder
-from dgnam.generator.latent import LatentGenerator, head_spec
+from dgnam.generator.latent import CODE_KINDS, LatentGenerator, head_spec
 from dgnam.generator.latent_module import LatentGeneratorModule
 from dgnam.generator.loggers import CSVLogger
 from dgnam.generator.losses import Balancer
@@ -71,7 +72,13 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     code_dim = encoder.code_dim
     latent_encoder = None
     if kind == "latent":
-        spec = head_spec(_plain(gcfg.spec), res, _plain(gcfg.get("fc")), float(gcfg.get("width", 1.0)))
+        code = one_of(gcfg.get("code", "flat"), "generator.code", CODE_KINDS)
+        shape = encoder.code_shape if code == "spatial" else None
+        if shape is not None and len(shape) != 3:
+            raise DgnamError(f"generator.code=spatial needs an unpooled conv layer as the code; {ecfg.code_layer} "
+                             f"(pooling {ecfg.get('pooling', 'none')}) gives a flat code of {code_dim} units; "
+                             f"valid: generator.code=flat, or a conv layer with encoder.pooling=none")
+        spec = head_spec(_plain(gcfg.spec), res, _plain(gcfg.get("fc")), float(gcfg.get("width", 1.0)), shape)
         generator = LatentGenerator(code_dim, spec, TAEF2Decoder(gcfg.decoder_file).to(device))
         latent_encoder = TAEF2Encoder(gcfg.latent_encoder_file).to(device).eval().requires_grad_(False)
     else:
@@ -111,8 +118,9 @@ def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | No
     st = CodeStats()
     ds = dm.train_set
     if isinstance(ds, CachedCodes):
-        codes = ds.codes[: max_images or None].float()
-        st.update(codes)
+        codes = ds.codes[: max_images or None]
+        for i in range(0, codes.shape[0], 1024):  # in chunks: float64 sums of a large spatial code need ~8x its fp16 size
+            st.update(codes[i : i + 1024].float())
     else:
         loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False,
                                              num_workers=dm.num_workers, collate_fn=_collate())
