@@ -193,6 +193,41 @@ def test_resuming_after_a_kill_logs_no_step_twice_and_keeps_the_replaced_rows(co
         [r for r in logged if r["step"] and int(r["step"]) < resumes_at]
 
 
+class InterruptAt:
+    """A callback that presses Ctrl-C after ``n`` training batches (Hydra target of the test below)."""
+
+    def __new__(cls, n: int):
+        from lightning.pytorch.callbacks import Callback
+
+        class _Stop(Callback):
+            def on_train_batch_end(self, trainer, *_a):
+                if trainer.fit_loop.epoch_loop._batches_that_stepped >= n:
+                    raise KeyboardInterrupt
+
+        return _Stop()
+
+
+def test_ctrl_c_saves_the_training_state_and_the_resumed_run_loses_nothing(compose, tmp_path, capsys):
+    import csv
+
+    run_dir = tmp_path / "run"
+    over = [*TINY_TRAIN, "trainer.log_every_n_steps=1", "trainer.max_steps=-1", "trainer.max_epochs=50"]
+    with pytest.raises(KeyboardInterrupt):
+        train_run(compose([*over, "+callbacks.stop._target_=test_boundary.InterruptAt", "+callbacks.stop.n=5"],
+                          name="train_generator"), out_dir=run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert f"interrupted: the training state is in {last}; resume with ckpt_path={last}" in capsys.readouterr().err
+    state = torch.load(last, weights_only=True)
+    assert state["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] == 5
+    before = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    train_run(compose([*TINY_TRAIN, "trainer.log_every_n_steps=1", "trainer.max_steps=16", f"ckpt_path={last}"],
+                      name="train_generator"), out_dir=run_dir)
+    rows = list(csv.DictReader(open(run_dir / "csv" / "metrics.csv")))
+    steps = [int(r["step"]) for r in rows if r.get("train/total")]
+    assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 7  # every iteration once, none lost
+    assert rows[: len(before)] == before or all(a["step"] == b["step"] for a, b in zip(before, rows))
+
+
 class _DiskFull:
     def __reduce__(self):
         raise OSError(28, "No space left on device")

@@ -4,6 +4,7 @@ the validation sample grids."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,25 @@ class PeriodicCheckpoint(Callback):
         elif now - self.started >= self.seconds:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(tmp)
+            trainer.save_checkpoint(tmp, weights_only=False)
             os.replace(tmp, self.path)
             self.started, self.saves = now, self.saves + 1
+
+
+class InterruptCheckpoint(Callback):
+    """On Ctrl-C (SIGINT) write ``path`` (the full training state, atomically) before Lightning
+    shuts down, and say how to resume: an interrupted run loses nothing."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt) or trainer.sanity_checking:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(self.path, weights_only=False)
+        print(f"interrupted: the training state is in {self.path}; resume with ckpt_path={self.path} and the "
+              f"same hydra.run.dir", file=sys.stderr)
 
 
 def periodic_checkpoint(path: str | os.PathLike, minutes: float | None) -> PeriodicCheckpoint | None:

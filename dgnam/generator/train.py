@@ -284,7 +284,12 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     trainer = L.Trainer(**tcfg, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                         precision=precision, default_root_dir=str(out), logger=loggers or False, callbacks=callbacks,
                         plugins=[AtomicCheckpointIO()])
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    except SystemExit:
+        if trainer.interrupted:  # Lightning's graceful Ctrl-C ends in exit(1); the CLI says "interrupted", 130
+            raise KeyboardInterrupt from None
+        raise
 
     # the prior: best weights by validation reconstruction when there are any, else the last
     best = best_cb.best_model_path if best_cb is not None and best_cb.best_model_path else None
