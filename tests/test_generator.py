@@ -431,7 +431,8 @@ def test_periodic_checkpoint_writes_last_every_interval(tmp_path):
     written = []
 
     class FakeTrainer:
-        def save_checkpoint(self, path):
+        def save_checkpoint(self, path, weights_only=None):
+            assert weights_only is False  # the full training state (Lightning warns when it is not given)
             Path(path).write_text(str(now[0]))
             written.append(Path(path).name)
 

@@ -132,3 +132,13 @@ def test_a_run_on_another_encoder_layer_reuses_the_photos_and_latents(tiny_targe
     assert torch.allclose(second["codes"].float(), want, atol=1e-2)
     assert second["meta"]["encoder"]["layer"] == "conv2"
     assert len(list((tmp_path / "cache").glob("codes-*.pt"))) == 2
+
+
+def test_a_latent_prior_run_resumes_from_its_checkpoint(compose, tmp_path):
+    """The latent encoder's frozen weights are left out of checkpoints; resuming must not ask for them."""
+    from dgnam.generator.train import run
+
+    first = run(compose(SPATIAL_TRAIN, name="train_generator"), out_dir=tmp_path / "run")
+    again = run(compose([*SPATIAL_TRAIN, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"],
+                        name="train_generator"), out_dir=tmp_path / "run")
+    assert again["global_step"] > first["global_step"]
