@@ -142,3 +142,17 @@ def test_a_latent_prior_run_resumes_from_its_checkpoint(compose, tmp_path):
     again = run(compose([*SPATIAL_TRAIN, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"],
                         name="train_generator"), out_dir=tmp_path / "run")
     assert again["global_step"] > first["global_step"]
+
+
+def test_the_shipped_spatial_prior_loads_and_draws_from_its_code():
+    from conftest import REPO
+
+    path = REPO / "dgnam" / "priors" / "mobilenet_v2_latent_spatial_g128.pt"
+    g, info = load_prior(path)
+    assert isinstance(g, LatentGenerator) and info["kind"] == "latent" and info["resolution"] == 128
+    assert info["code_dim"] == 576 * 8 * 8 and g.spec["code_shape"] == [576, 8, 8]
+    assert info["encoder"]["layer"] == "features.14.conv.0" and info["encoder"]["pooling"] == "none"
+    assert (info["code_upper"] >= info["code_mean"]).all() and (info["code_mean"] >= 0).all()  # after ReLU6
+    out = g(info["code_mean"][None])
+    assert out.shape == (1, 3, 128, 128) and 0 <= out.min() and out.max() <= 1
+    assert path.stat().st_size < 50e6
