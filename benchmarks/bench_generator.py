@@ -21,6 +21,15 @@ preset's by default), one case per loss term, from cached codes, latents and fea
 - ``latent feature``: the decode Dec(H(h)) and the comparator (features.13.add) on it, forward and
   backward, on every item (the CPU preset runs it on ``loss.feature_items`` items per step).
 
+The spatial latent prior (``experiment_train=mobilenet_v2_latent_spatial_cpu``: the 576 x 8 x 8 code of
+``features.14.conv.0``, a 1 x 1 conv head), one case per loss term as above:
+
+- ``spatial latent``: H with the latent regression;
+- ``spatial adversarial``: plus a D step on latents (D sees the 36,864-d code through a 256-unit fc)
+  and the adversarial term;
+- ``spatial image``: plus the pixel term through the decoder on every item (the preset runs it on
+  8 items every 2nd step).
+
 Each case runs ``--warmup`` steps, then the median of ``--rounds`` timings of ``--steps`` steps.
 """
 
@@ -38,7 +47,7 @@ import torch
 
 from dgnam.core.models import build_target, pick_device
 from dgnam.generator import Comparator, Discriminator, Encoder, Generator, generator_spec
-from dgnam.generator.latent import LatentGenerator, head_spec
+from dgnam.generator.latent import LATENT_HEAD, LatentGenerator, head_spec
 from dgnam.generator.losses import (
     discriminator_losses,
     euclidean,
@@ -85,6 +94,35 @@ def make_latent_step(case: str, target, batch: int, device: torch.device, fc: in
             loss = loss + 100 * generator_adversarial_loss(d(zf, h))
         if case == "latent feature":
             loss = loss + 0.02 * feature_loss(comp(g.decoder(zf)), f)
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+
+    return step
+
+
+def make_spatial_step(case: str, batch: int, device: torch.device):
+    shape = (576, 8, 8)
+    d_code = shape[0] * shape[1] * shape[2]
+    dec = TAEF2Decoder(str(DECODER) if DECODER.is_file() else None)
+    spec = head_spec({**LATENT_HEAD, "start_channels": 256, "stack": [["conv", 256], ["up", 128], ["conv", 128]]},
+                     resolution=128, code_shape=shape)
+    g = LatentGenerator(d_code, spec, dec).to(device)
+    d = Discriminator(d_code, {**LATENT_D, "code_fc": [256]}).to(device) if case != "spatial latent" else None
+    opt_g = torch.optim.Adam([p for p in g.parameters() if p.requires_grad], 1e-3)
+    opt_d = torch.optim.Adam(d.parameters(), 2e-4) if d is not None else None
+    h = torch.rand(batch, d_code, device=device)
+    z = torch.randn(batch, 32, 16, 16, device=device)
+    x = torch.rand(batch, 3, 128, 128, device=device)
+
+    def step() -> None:
+        zf = g.latent(h)
+        loss = euclidean(zf, z)
+        if d is not None:
+            d_step(d, opt_d, z, zf, h)
+            loss = loss + 50 * generator_adversarial_loss(d(zf, h))
+        if case == "spatial image":
+            loss = loss + 2.0 * image_loss(g.decoder(zf), x)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
@@ -141,7 +179,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--cases", nargs="+", default=["cpu-preset cached", "cpu-preset online", "recipe 128 px",
-                                                   "latent", "latent adversarial", "latent feature"])
+                                                   "latent", "latent adversarial", "latent feature",
+                                                   "spatial latent", "spatial adversarial", "spatial image"])
     ap.add_argument("--latent-fc", type=int, default=1024, help="the latent head's fc width")
     ap.add_argument("--latent-width", type=float, default=0.5, help="the latent head's channel multiplier")
     a = ap.parse_args()
@@ -153,7 +192,8 @@ def main() -> None:
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, batch {a.batch}")
     for case in a.cases:
         step = (make_latent_step(case, target, a.batch, device, a.latent_fc, a.latent_width)
-                if case.startswith("latent") else make_step(case, target, a.batch, device))
+                if case.startswith("latent") else make_spatial_step(case, a.batch, device)
+                if case.startswith("spatial") else make_step(case, target, a.batch, device))
         for _ in range(a.warmup):
             step()
         times = []
