@@ -44,13 +44,26 @@ def latent_describe(latent_encoder: Any) -> dict[str, Any]:
     return {"kind": type(latent_encoder).__name__, "weights_file": Path(wf).name if wf else None}
 
 
+def _source_files(source: Any) -> list[str]:
+    """The files themselves, so that equivalent globs and relative paths share one cache."""
+    try:
+        return [str(Path(f).resolve()) for f in expand_files(source)]
+    except DgnamError:
+        return [str(Path(str(source)).expanduser().resolve())]
+
+
+def _meta(encoder: Encoder, comparator: Comparator | None, latent_encoder: Any, resolution: int, load_size: int,
+          flips: bool) -> dict[str, Any]:
+    """What a cache was made with, stored in it."""
+    return {"encoder": encoder.describe(), "comparator": comparator.describe() if comparator else None,
+            "latent": latent_describe(latent_encoder) if latent_encoder is not None else None,
+            "resolution": resolution, "load_size": load_size, "flips": flips, "version": CACHE_VERSION}
+
+
 def cache_key(source: Any, limit: int | None, encoder: Encoder, comparator: Comparator | None,
               resolution: int, flips: bool, load_size: int, latent_encoder: Any = None) -> str:
     """A short hash of everything that determines the cache's content."""
-    try:  # the files themselves, so that equivalent globs and relative paths share one cache
-        files = [str(Path(f).resolve()) for f in expand_files(source)]
-    except DgnamError:
-        files = [str(Path(str(source)).expanduser().resolve())]
+    files = _source_files(source)
     desc = {"v": CACHE_VERSION, "source": files,
             "limit": limit, "encoder": encoder.describe(),
             "comparator": comparator.describe() if comparator is not None else None,
@@ -64,13 +77,22 @@ def photos_key(source: Any, limit: int | None, resolution: int, flips: bool, loa
                latent_encoder: Any) -> str:
     """A short hash of what determines a dataset's photos and their latents, not its codes: a latent
     prior trained on another encoder layer reuses them (:func:`load_or_encode`)."""
-    try:
-        files = [str(Path(f).resolve()) for f in expand_files(source)]
-    except DgnamError:
-        files = [str(Path(str(source)).expanduser().resolve())]
+    files = _source_files(source)
     desc = {"v": CACHE_VERSION, "source": files, "limit": limit, "resolution": resolution, "flips": flips,
             "load_size": load_size, "latent": latent_describe(latent_encoder)}
     return hashlib.sha1(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _encode_views(encoder: Encoder, comparator: Comparator | None, x_e: Tensor, x_c: Tensor,
+                  flips: bool) -> tuple[Tensor, Tensor | None]:
+    """Codes E(x_e) (b, V, D) and comparator features C(x_c) (b, V, ...) or None, fp16 on the CPU,
+    for V = 2 views (original, mirrored) or 1."""
+    xe = [x_e, x_e.flip(-1)] if flips else [x_e]
+    codes = torch.stack([encoder(v).half().cpu() for v in xe], 1)
+    if comparator is None:
+        return codes, None
+    xc = [x_c, x_c.flip(-1)] if flips else [x_c]
+    return codes, torch.stack([comparator(v).half().cpu() for v in xc], 1)
 
 
 @torch.inference_mode()
@@ -83,10 +105,10 @@ def encode_photos(photos: dict[str, Any], encoder: Encoder, comparator: Comparat
     t0 = time.time()
     for i in range(0, imgs.shape[0], batch_size):
         x = imgs[i : i + batch_size].to(device).float().div(255.0)
-        xs = [x, x.flip(-1)] if flips else [x]
-        codes.append(torch.stack([encoder(v).half().cpu() for v in xs], 1))
-        if comparator is not None:
-            feats.append(torch.stack([comparator(v).half().cpu() for v in xs], 1))
+        c, f = _encode_views(encoder, comparator, x, x, flips)
+        codes.append(c)
+        if f is not None:
+            feats.append(f)
         if (i // batch_size) % 50 == 0:
             log.info("encoded %d/%d photos (%.1f img/s)", i, imgs.shape[0], i / max(time.time() - t0, 1e-6))
     return {"codes": torch.cat(codes), "feats": torch.cat(feats) if feats else None}
@@ -122,14 +144,12 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
     def flush(batch: list[Tensor]) -> None:
         big = torch.stack(batch).to(device)  # (b, 3, load, load)
         small = resize(big, resolution)  # (b, 3, R, R)
-        xs, ss = [big], [small]
-        if flips:
-            xs.append(big.flip(-1))
-            ss.append(small.flip(-1))
-        codes.append(torch.stack([encoder(x).half().cpu() for x in xs], 1))  # (b, V, D)
-        if comparator is not None:
-            feats.append(torch.stack([comparator(s).half().cpu() for s in ss], 1))
+        c, f = _encode_views(encoder, comparator, big, small, flips)
+        codes.append(c)  # (b, V, D)
+        if f is not None:
+            feats.append(f)
         if latent_encoder is not None:
+            ss = [small, small.flip(-1)] if flips else [small]
             latents.append(torch.stack([latent_encoder(s).half().cpu() for s in ss], 1))
         images.append((small * 255).round().clamp(0, 255).to(torch.uint8).cpu())
 
@@ -160,9 +180,7 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
         "feats": torch.cat(feats) if feats else None, "labels": torch.tensor(labels, dtype=torch.int64),
         "skipped": skipped, "views": views,
         **({"latents": torch.cat(latents)} if latents else {}),
-        "meta": {"encoder": encoder.describe(), "comparator": comparator.describe() if comparator else None,
-                 "latent": latent_describe(latent_encoder) if latent_encoder is not None else None,
-                 "resolution": resolution, "load_size": load_size, "flips": flips, "version": CACHE_VERSION},
+        "meta": _meta(encoder, comparator, latent_encoder, resolution, load_size, flips),
     }
 
 
@@ -188,9 +206,7 @@ def load_or_encode(cache_dir: str | Path, source: Any, encoder: Encoder, compara
         log.info("reading cached photos and latents %s; encoding their codes once into %s", ppath, path)
         photos = torch.load(ppath, map_location="cpu", weights_only=True)
         out = {**photos, **encode_photos(photos, encoder, comparator, flips, batch_size, device), "views": 2 if flips else 1,
-               "meta": {"encoder": encoder.describe(), "comparator": comparator.describe() if comparator else None,
-                        "latent": latent_describe(latent_encoder), "resolution": resolution, "load_size": load_size,
-                        "flips": flips, "version": CACHE_VERSION}}
+               "meta": _meta(encoder, comparator, latent_encoder, resolution, load_size, flips)}
     else:
         log.info("encoding %s once into %s", source, path)
         out = encode_dataset(source, encoder, comparator, resolution, load_size, flips, limit, batch_size, device,
