@@ -10,6 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dgnam.errors import DgnamError
+from dgnam.ranges import check_ranges, optimizer_ranges
 
 GRAD_NORMS = ("none", "l1", "l2")
 
@@ -30,31 +31,16 @@ def check_finite(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> None:
 
 
 def check_optimizer(node: DictConfig | Mapping[str, Any] | None, key: str = "optimizer") -> None:
-    """The optimizer's numbers in range: ``lr`` > 0, ``momentum`` and each of ``betas`` in [0, 1),
-    ``weight_decay`` >= 0, ``eps`` > 0 (all finite)."""
+    """The optimizer's numbers in range (the rows of :func:`dgnam.ranges.optimizer_ranges`: ``lr`` > 0,
+    ``momentum`` and each of ``betas`` in [0, 1), ``weight_decay`` >= 0, ``eps`` > 0, all finite) and
+    ``betas`` a pair, which the table cannot say."""
     if not node:
         return
     opt = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     check_finite(opt, key)
-
-    def num(name: str) -> float | None:
-        v = opt.get(name)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise DgnamError(f"{key}.{name}={v!r} must be a number")
-        return float(v)
-
-    if (lr := num("lr")) is not None and lr <= 0:
-        raise DgnamError(f"{key}.lr={lr:g} must be > 0")
-    if (m := num("momentum")) is not None and not 0 <= m < 1:
-        raise DgnamError(f"{key}.momentum={m:g} must be in [0, 1)")
-    if (wd := num("weight_decay")) is not None and wd < 0:
-        raise DgnamError(f"{key}.weight_decay={wd:g} must be >= 0")
-    if (eps := num("eps")) is not None and eps <= 0:
-        raise DgnamError(f"{key}.eps={eps:g} must be > 0")
+    check_ranges({key: opt}, optimizer_ranges(key))
     betas = opt.get("betas")
-    if betas is not None and (len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+    if betas is not None and len(betas) != 2:
         raise DgnamError(f"{key}.betas={list(betas)} must be two numbers in [0, 1)")
 
 

@@ -24,7 +24,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from dgnam.checks import check_finite, check_optimizer, grad_norm_of, positive_int
+from dgnam.checks import check_optimizer, grad_norm_of, positive_int
 from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
 from dgnam.core import transforms as T
@@ -35,6 +35,7 @@ from dgnam.generator.arch import DEEPSIM_DISCRIMINATOR, FC6_GENERATOR
 from dgnam.generator.latent import LATENT_HEAD
 from dgnam.io import source_image
 from dgnam.paths import PRIORS_DIR, shared_dir
+from dgnam.ranges import VISUALIZE, check_ranges
 
 
 @dataclass
@@ -62,6 +63,7 @@ class Priors:
 PRIOR_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Priors))
 PRIOR_DEFAULTS: dict[str, Any] = dataclasses.asdict(Priors())
 PIXEL_ONLY_PRIORS = ("decay", "blur_every", "clip_norm_pct", "clip_contrib_pct")
+PRIOR_RANGES = tuple(r for r in VISUALIZE if r.key.startswith("priors."))
 
 ConfigStore.instance().store(group="priors", name="default", node=Priors)
 ConfigStore.instance().store(group="generator/spec", name="fc6", node=FC6_GENERATOR)
@@ -82,7 +84,8 @@ def unknown_prior(name: str) -> str:
 
 
 def check_priors(priors: Mapping[str, Any] | DictConfig | None) -> dict[str, Any]:
-    """Merge with the defaults and check every range; an unknown name lists the valid ones."""
+    """Merge with the defaults and check every range (the ``priors.*`` rows of
+    :data:`dgnam.ranges.VISUALIZE`); an unknown name lists the valid ones."""
     if OmegaConf.is_config(priors):
         priors = OmegaConf.to_container(priors, resolve=True)
     priors = dict(priors or {})
@@ -90,17 +93,7 @@ def check_priors(priors: Mapping[str, Any] | DictConfig | None) -> dict[str, Any
     if unknown:
         raise DgnamError(unknown_prior(unknown[0]))
     merged = {**PRIOR_DEFAULTS, **priors}
-    for k in ("decay", "tv", "l2", "alpha_norm", "blur_sigma", "clip_norm_pct", "clip_contrib_pct"):
-        if float(merged[k]) < 0:
-            raise DgnamError(f"prior {k}={merged[k]} must be >= 0")
-    for k in ("blur_every", "pad", "jitter", "jitter2", "rotate"):
-        if int(merged[k]) < 0:
-            raise DgnamError(f"prior {k}={merged[k]} must be >= 0")
-    if not 0 <= float(merged["decay"]) < 1:
-        raise DgnamError(f"prior decay={merged['decay']} must be in [0, 1)")
-    for k in ("clip_norm_pct", "clip_contrib_pct"):
-        if float(merged[k]) >= 100:
-            raise DgnamError(f"prior {k}={merged[k]} must be below 100 (a percentile)")
+    check_ranges({"priors": merged}, PRIOR_RANGES)
     return merged
 
 
@@ -184,16 +177,6 @@ def init_config(cfg: DictConfig) -> dict[str, Any]:
     return init
 
 
-def check_output(cfg: DictConfig) -> None:
-    """The output options in range: ``grid_cols``, ``frame_every``, ``fps`` positive integers when
-    given, ``input_resize`` a positive integer or null."""
-    for key in ("output.grid_cols", "output.frame_every", "output.fps"):
-        if OmegaConf.select(cfg, key) is not None:
-            positive_int(cfg, key)
-    if cfg.get("input_resize") is not None:
-        positive_int(cfg, "input_resize")
-
-
 def build(node: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, re-raising a :class:`DgnamError` raised inside the target as it
     is (Hydra wraps it in an ``InstantiationException``), so the user sees its one line."""
@@ -243,10 +226,9 @@ class Prepared:
 def prepare(cfg: DictConfig, batch_key: str = "batch_size") -> Prepared:
     """The shared preamble of the optimizing modes: device, steps, batch size, image size, priors,
     start images and gradient normalization, each checked before any work (the target is built by
-    the caller, after its own checks)."""
-    check_finite(cfg)
-    check_optimizer(cfg.get("optimizer"))
-    check_output(cfg)
+    the caller, after its own checks). Every number's range (:mod:`dgnam.ranges`) and finiteness is
+    checked by ``visualize.run`` before it calls any mode."""
+    check_optimizer(cfg.get("optimizer"))  # betas a pair: what the table of ranges cannot say
     return Prepared(
         device=pick_device(cfg.get("device", "auto")),
         steps=positive_int(cfg, "steps"),

@@ -105,7 +105,8 @@ def weight(key: str, **kw: Any) -> Range:
     return Range(key, 0, **kw)
 
 
-def _optimizer(prefix: str) -> tuple[Range, ...]:
+def optimizer_ranges(prefix: str) -> tuple[Range, ...]:
+    """The numbers of a torch optimizer's node ``prefix`` (``optimizer``, ``optimizer_g``)."""
     return (positive(f"{prefix}.lr"), fraction(f"{prefix}.momentum"), weight(f"{prefix}.weight_decay"),
             positive(f"{prefix}.eps"), fraction(f"{prefix}.betas.*"), weight(f"{prefix}.dampening"))
 
@@ -117,7 +118,7 @@ VISUALIZE: tuple[Range, ...] = (
     _r("seed", integer=True), count("steps"), count("batch_size"), count("image_size", 8), count("input_resize", 8, **N),
     _r("init.low", 0, 1), _r("init.high", 0, 1), count("octaves.n"), _r("octaves.scale", 1, open_low=True),
     count("output.grid_cols"), count("output.frame_every"), count("output.fps"),
-    *_optimizer("optimizer"),
+    *optimizer_ranges("optimizer"),
     _r("scheduler.start_factor", 0, 1, open_low=True), _r("scheduler.end_factor", 0, 1), count("scheduler.total_iters", 0),
     fraction("priors.decay", why="x *= 1 - decay after every step"), count("priors.blur_every", 0), weight("priors.blur_sigma"), count("priors.pad", 0),
     count("priors.jitter", 0), count("priors.jitter2", 0), positive("priors.scale.*"), count("priors.rotate", 0, high=180),
@@ -141,7 +142,7 @@ TRAIN: tuple[Range, ...] = (
     positive("grad_clip_g", **N), count("grid_images", **N),
     weight("loss.weights.*"), count("loss.feature_every"), count("loss.feature_items", **N),
     weight("loss.balance.d_stop"), weight("loss.balance.d_resume"), positive("loss.balance.g_pause"),
-    *_optimizer("optimizer_g"), *_optimizer("optimizer_d"),
+    *optimizer_ranges("optimizer_g"), *optimizer_ranges("optimizer_d"),
     count("scheduler.milestones.*"), positive("scheduler.gamma"), count("scheduler.warmup_steps", 0),
     weight("code_stats.k", **N), count("code_stats.max_images", **N),
     positive("generator.width", **N), count("generator.fc.*"),
