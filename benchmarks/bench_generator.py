@@ -74,6 +74,25 @@ def d_step(d, opt_d, real, fake, h) -> None:
     d.requires_grad_(False)
 
 
+def latent_step(g, d, opt_g, opt_d, h, z, adversarial: float, decoded=None):
+    """One training step of a latent head: the latent regression, with ``d`` a D step and the
+    adversarial term (weight ``adversarial``), with ``decoded`` a term on Dec(H(h))."""
+
+    def step() -> None:
+        zf = g.latent(h)
+        loss = euclidean(zf, z)
+        if d is not None:
+            d_step(d, opt_d, z, zf, h)
+            loss = loss + adversarial * generator_adversarial_loss(d(zf, h))
+        if decoded is not None:
+            loss = loss + decoded(g.decoder(zf))
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+
+    return step
+
+
 def make_latent_step(case: str, target, batch: int, device: torch.device, fc: int, width: float):
     dec = TAEF2Decoder(str(DECODER) if DECODER.is_file() else None)
     g = LatentGenerator(1280, head_spec(resolution=128, fc=[fc], width=width), dec).to(device)
@@ -86,19 +105,8 @@ def make_latent_step(case: str, target, batch: int, device: torch.device, fc: in
     with torch.no_grad():
         f = comp(torch.rand(batch, 3, 128, 128, device=device))
 
-    def step() -> None:
-        zf = g.latent(h)
-        loss = euclidean(zf, z)
-        if d is not None:
-            d_step(d, opt_d, z, zf, h)
-            loss = loss + 100 * generator_adversarial_loss(d(zf, h))
-        if case == "latent feature":
-            loss = loss + 0.02 * feature_loss(comp(g.decoder(zf)), f)
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-
-    return step
+    decoded = (lambda img: 0.02 * feature_loss(comp(img), f)) if case == "latent feature" else None
+    return latent_step(g, d, opt_g, opt_d, h, z, 100, decoded)
 
 
 def make_spatial_step(case: str, batch: int, device: torch.device):
@@ -115,19 +123,8 @@ def make_spatial_step(case: str, batch: int, device: torch.device):
     z = torch.randn(batch, 32, 16, 16, device=device)
     x = torch.rand(batch, 3, 128, 128, device=device)
 
-    def step() -> None:
-        zf = g.latent(h)
-        loss = euclidean(zf, z)
-        if d is not None:
-            d_step(d, opt_d, z, zf, h)
-            loss = loss + 50 * generator_adversarial_loss(d(zf, h))
-        if case == "spatial image":
-            loss = loss + 2.0 * image_loss(g.decoder(zf), x)
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-
-    return step
+    decoded = (lambda img: 2.0 * image_loss(img, x)) if case == "spatial image" else None
+    return latent_step(g, d, opt_g, opt_d, h, z, 50, decoded)
 
 
 def make_step(case: str, target, batch: int, device: torch.device):
