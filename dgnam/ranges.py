@@ -140,7 +140,7 @@ VISUALIZE: tuple[Range, ...] = (
 TRAIN: tuple[Range, ...] = (
     _r("seed", integer=True), count("threads", **N), count("resolution", 8), weight("code_noise", **N),
     positive("grad_clip_g", **N), count("grid_images", **N),
-    weight("loss.weights.*"), count("loss.feature_every"), count("loss.feature_items", **N),
+    weight("loss.weights.*"), count("loss.feature_every"), count("loss.feature_items", **N), weight("loss.perceptual_layers.*.1"),
     weight("loss.balance.d_stop"), weight("loss.balance.d_resume"), positive("loss.balance.g_pause"),
     *optimizer_ranges("optimizer_g"), *optimizer_ranges("optimizer_d"),
     count("scheduler.milestones.*"), positive("scheduler.gamma"), count("scheduler.warmup_steps", 0),

@@ -104,3 +104,41 @@ def same_encoder(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two encoder descriptions name the same network, weights, layer and pooling."""
     keys = ("arch", "weights_file", "layer", "pooling")
     return all(a.get(k) == b.get(k) for k in keys)
+
+
+class Perceptual(_Frozen):
+    """A perceptual loss on several layers of a frozen network: for each layer l with weight w_l,
+    ``w_l * ||C_l(G) - C_l(x)||^2 / ||C_l(x)||^2`` per item (each layer's error relative to the photo's
+    feature energy, so that layers of any size weigh alike), summed over layers, averaged over items.
+
+    C_l(x) is computed here from the photos (no cache): a forward pass on the few items the decoded
+    term runs on. ``layers``: ``[[layer, weight], ...]`` (aliases or node names of ``target``)."""
+
+    def __init__(self, target: Target, layers: list[list[Any]] | list[tuple[str, float]],
+                 input_size: int | None = None) -> None:
+        pairs = []
+        for item in layers or []:
+            if not isinstance(item, (list, tuple)) or len(item) != 2:
+                raise DgnamError(f"loss.perceptual_layers item {item!r} must be a pair [layer, weight]")
+            pairs.append((str(item[0]), float(item[1])))
+        if not pairs:
+            raise DgnamError("loss.weights.perceptual > 0 needs loss.perceptual_layers: [[layer, weight], ...]")
+        super().__init__(target, pairs[0][0], input_size)
+        for name, _ in pairs:
+            target.resolve(name)  # unknown layer -> DgnamError listing the valid ones
+        self.layers = pairs
+
+    def forward(self, recon: Tensor, photos: Tensor) -> Tensor:
+        names = [n for n, _ in self.layers]
+        with torch.no_grad():
+            fx = self.target(resize(photos, self.input_size), names)
+        fg = self.target(resize(recon, self.input_size), names)
+        total = recon.new_zeros(())
+        for name, w in self.layers:
+            a, b = fg[name].float(), fx[name].float()
+            rel = (a - b).pow(2).flatten(1).sum(1) / b.pow(2).flatten(1).sum(1).clamp_min(1e-8)
+            total = total + w * rel.mean()
+        return total
+
+    def describe(self) -> dict[str, Any]:
+        return {"arch": self.target.name, "layers": [[n, w] for n, w in self.layers], "input_size": self.input_size}

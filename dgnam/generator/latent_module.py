@@ -12,7 +12,7 @@ from dgnam.errors import DgnamError
 from dgnam.generator.losses import euclidean, feature_loss, generator_adversarial_loss, image_loss, mse
 from dgnam.generator.module import GeneratorModule
 
-LATENT_LOSS_TERMS = ("latent", "image", "feature", "adversarial")
+LATENT_LOSS_TERMS = ("latent", "image", "feature", "perceptual", "adversarial")
 
 
 class LatentGeneratorModule(GeneratorModule):
@@ -21,9 +21,11 @@ class LatentGeneratorModule(GeneratorModule):
     - ``latent``: L2 between H(E(x)) and the photo's latent Enc(x) (``batch["latent"]``, cached, or
       computed by ``latent_encoder``);
     - ``adversarial``: D judges latents (the photo's against H's), and sees the code;
-    - ``feature``: C(Dec(H(h))) against C(x), and ``image``: Dec(H(h)) against x in pixels. Both need
-      a decode and its backward pass, the expensive part: they run every ``feature_every`` steps on
-      the first ``feature_items`` items of the batch (``None``: all).
+    - ``feature``: C(Dec(H(h))) against C(x), ``image``: Dec(H(h)) against x in pixels, and
+      ``perceptual``: several layers of the encoder's network on Dec(H(h)) against the photo's
+      (``perceptual``, a :class:`dgnam.generator.encoder.Perceptual`). They need a decode and its
+      backward pass, the expensive part: they run every ``feature_every`` steps on the first
+      ``feature_items`` items of the batch (``None``: all).
 
     Other arguments as :class:`GeneratorModule`.
     """
@@ -31,7 +33,8 @@ class LatentGeneratorModule(GeneratorModule):
     loss_names = LATENT_LOSS_TERMS
 
     def __init__(self, generator: nn.Module, *args: Any, latent_encoder: nn.Module | None = None,
-                 feature_every: int = 1, feature_items: int | None = None, **kwargs: Any) -> None:
+                 feature_every: int = 1, feature_items: int | None = None, perceptual: nn.Module | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(generator, *args, **kwargs)
         if int(feature_every) < 1:
             raise DgnamError(f"loss.feature_every={feature_every} must be a positive number of steps")
@@ -40,12 +43,17 @@ class LatentGeneratorModule(GeneratorModule):
         self.latent_encoder = latent_encoder.eval().requires_grad_(False) if latent_encoder is not None else None
         self.feature_every = int(feature_every)
         self.feature_items = int(feature_items) if feature_items is not None else None
+        self.perceptual = perceptual
+        if self.weights.get("perceptual", 0) > 0 and perceptual is None:
+            raise DgnamError("loss.weights.perceptual > 0 needs loss.perceptual_layers: [[layer, weight], ...]")
 
     def _freeze(self) -> None:
         super()._freeze()
         if self.latent_encoder is not None:
             self.latent_encoder.eval()
         self.generator.decoder.eval()
+        if self.perceptual is not None:
+            self.perceptual.eval()
 
     @torch.no_grad()
     def real_latents(self, batch: dict[str, Tensor]) -> Tensor:
@@ -74,13 +82,16 @@ class LatentGeneratorModule(GeneratorModule):
             terms["latent"] = euclidean(recon, self.real_latents(batch))
         want_f = self.weights.get("feature", 0) > 0 and self.comparator is not None and feats is not None
         want_i = self.weights.get("image", 0) > 0
-        if (want_f or want_i) and self.decode_due():
+        want_p = self.weights.get("perceptual", 0) > 0
+        if (want_f or want_i or want_p) and self.decode_due():
             k = self.feature_items or recon.shape[0]
             img = self.generator.decoder(recon[:k])  # (k, 3, R, R), raw (training sees the raw output)
             if want_f:
                 terms["feature"] = feature_loss(self.comparator(img), feats[:k])
             if want_i:
                 terms["image"] = image_loss(img, batch["image"][:k])
+            if want_p:
+                terms["perceptual"] = self.perceptual(img, batch["image"][:k])
         if fake_logits is not None:
             terms["adversarial"] = generator_adversarial_loss(fake_logits)
         return terms
@@ -95,11 +106,11 @@ class LatentGeneratorModule(GeneratorModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         sd = checkpoint["state_dict"]
-        for k in [k for k in sd if k.startswith("latent_encoder.")]:
+        for k in [k for k in sd if k.startswith(("latent_encoder.", "perceptual."))]:
             del sd[k]  # frozen, rebuilt from the config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         for k, v in nn.Module.state_dict(self).items():
-            if k.startswith("latent_encoder."):
+            if k.startswith(("latent_encoder.", "perceptual.")):
                 checkpoint["state_dict"][k] = v

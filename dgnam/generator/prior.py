@@ -128,3 +128,30 @@ def prior_encoder(info: dict[str, Any], weights_file: str | os.PathLike | None =
         raise DgnamError("the prior's encoder was trained with random weights; it cannot be rebuilt")
     target = build_target(e["arch"], weights_file=str(wf), mean=e.get("mean"), std=e.get("std"), device=device)
     return Encoder(target, e["layer"], e.get("pooling", "none"), e.get("input_size"), str(wf))
+
+
+def init_from_prior(generator: Generator | LatentGenerator, encoder: dict[str, Any],
+                    path: str | os.PathLike) -> dict[str, Any]:
+    """Start training from a prior's weights (``generator.init_from=<file>``): the prior must be of
+    the same kind, for the same encoder, with the same spec, code size and resolution. Its input
+    statistics come with its weights. Returns the prior's ``info`` (see :func:`load_prior`)."""
+    from dgnam.generator.encoder import same_encoder
+
+    src, info = load_prior(path, clamp=False)
+    what = f"generator.init_from={path}"
+    kind = getattr(generator, "kind", "pixel")
+    if info["kind"] != kind:
+        raise DgnamError(f"{what} is a {info['kind']} prior; this run trains a {kind} one")
+    if not same_encoder(info["encoder"], encoder):
+        e = info["encoder"]
+        raise DgnamError(f"{what} was trained on {e.get('arch')} layer {e.get('layer')!r} (pooling "
+                         f"{e.get('pooling')}); this run's encoder is {encoder.get('arch')} layer "
+                         f"{encoder.get('layer')!r} (pooling {encoder.get('pooling')})")
+    if info["code_dim"] != generator.code_dim or info["resolution"] != generator.resolution:
+        raise DgnamError(f"{what} maps {info['code_dim']} units to {info['resolution']} px; this run's generator "
+                         f"maps {generator.code_dim} units to {generator.resolution} px")
+    check_state_dict(generator.state_dict(), src.state_dict(), f"{what}: its weights do not fit this run's generator spec")
+    # a latent prior's frozen decoder stays the one this run loaded (the prior holds it in fp16)
+    sd = {k: v for k, v in src.state_dict().items() if not (kind == "latent" and k.startswith("decoder."))}
+    generator.load_state_dict(sd, strict=False)
+    return info

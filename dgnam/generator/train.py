@@ -23,13 +23,13 @@ from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.checkpoints import AtomicCheckpointIO, check_resume, load_generator_weights
 from dgnam.generator.config_checks import check_numbers
-from dgnam.generator.encoder import Comparator, Encoder
+from dgnam.generator.encoder import Comparator, Encoder, Perceptual
 from dgnam.generator.latent import CODE_KINDS, LatentGenerator, head_spec
 from dgnam.generator.latent_module import LatentGeneratorModule
 from dgnam.generator.loggers import CSVLogger
 from dgnam.generator.losses import Balancer
 from dgnam.generator.module import GeneratorModule
-from dgnam.generator.prior import KINDS, save_prior
+from dgnam.generator.prior import KINDS, init_from_prior, save_prior
 from dgnam.generator.stats import CodeStats
 from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, TAEF2Encoder
 
@@ -85,6 +85,14 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         spec = generator_spec(_plain(gcfg.spec), res, _plain(gcfg.get("fc")), float(gcfg.get("width", 1.0)),
                               gcfg.get("start_channels"))
         generator = Generator(code_dim, spec)
+    if gcfg.get("init_from"):
+        init_from_prior(generator, encoder.describe(), os.path.expanduser(str(gcfg.init_from)))
+    perceptual = None
+    if w.get("perceptual", 0) > 0:
+        if kind != "latent":
+            raise DgnamError("loss.weights.perceptual is a term of latent priors (generator=latent); "
+                             "for a pixel prior use loss.weights.feature")
+        perceptual = Perceptual(target, _plain(cfg.loss.get("perceptual_layers")), ecfg.get("comparator_input_size") or res)
     discriminator = None
     if w.get("adversarial", 0) > 0:
         dspec = _plain(cfg.discriminator.spec)
@@ -102,7 +110,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     if kind == "latent":
         module = LatentGeneratorModule(generator, encoder, comparator, discriminator, latent_encoder=latent_encoder,
                                        feature_every=int(cfg.loss.get("feature_every", 1)),
-                                       feature_items=cfg.loss.get("feature_items"), **common)
+                                       feature_items=cfg.loss.get("feature_items"), perceptual=perceptual, **common)
     else:
         module = GeneratorModule(generator, encoder, comparator, discriminator, **common)
     return {"target": target, "encoder": encoder, "comparator": comparator, "generator": generator,
@@ -277,7 +285,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
         if isinstance(lg, CSVLogger) and (n := lg.resume_at(resume_step)):
             log.info("%d rows logged from step %d on (after the checkpoint) moved to %s/metrics.replaced.csv",
                      n, resume_step, lg.log_dir)
-    if cfg.generator.get("standardize_input", True) and not ckpt_path:
+    if cfg.generator.get("standardize_input", True) and not ckpt_path and not cfg.generator.get("init_from"):
         st = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
                                 device)
         parts["generator"].set_input_stats(st["code_mean"], st["code_std"])

@@ -1,0 +1,89 @@
+"""The perceptual term of latent priors (several layers of the encoder's network on the decoded
+image against the photo's) and fine-tuning from a prior (``generator.init_from``)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_spatial import SPATIAL_TRAIN
+
+from dgnam.errors import DgnamError
+from dgnam.generator.encoder import Perceptual
+from dgnam.generator.prior import load_prior
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_perceptual_is_each_layer_s_relative_error_weighted(tiny_target):
+    p = Perceptual(tiny_target, [["conv1", 2.0], ["conv2", 0.5]], input_size=32)
+    x = torch.rand(3, 3, 32, 32)
+    assert p(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    y = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        fx, fy = tiny_target(x, ["conv1", "conv2"]), tiny_target(y, ["conv1", "conv2"])
+    want = sum(w * ((fy[k] - fx[k]).pow(2).flatten(1).sum(1) / fx[k].pow(2).flatten(1).sum(1)).mean()
+               for k, w in (("conv1", 2.0), ("conv2", 0.5)))
+    assert p(y, x).item() == pytest.approx(want.item(), rel=1e-5)
+    # the gradient reaches the reconstruction, not the photo
+    y.requires_grad_(True)
+    x.requires_grad_(True)
+    p(y, x).backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0 and x.grad is None
+
+
+def test_perceptual_layers_errors_are_one_line(tiny_target):
+    with pytest.raises(DgnamError, match="unknown layer 'conv9'"):
+        Perceptual(tiny_target, [["conv1", 1.0], ["conv9", 1.0]])
+    with pytest.raises(DgnamError, match=r"item 'conv1' must be a pair \[layer, weight\]"):
+        Perceptual(tiny_target, ["conv1"])
+    with pytest.raises(DgnamError, match="needs loss.perceptual_layers"):
+        Perceptual(tiny_target, [])
+
+
+PERCEPTUAL = ["+loss.weights.perceptual=10.0", "loss.perceptual_layers=[[features.3.add,1.0],[features.6.conv.0,1.0]]",
+              "loss.weights.adversarial=0"]
+
+
+def test_a_latent_prior_fine_tunes_from_a_prior_with_the_perceptual_term(compose, tmp_path):
+    """Stage 1 trains a prior; stage 2 starts from exactly its weights (init_from), trains with the
+    perceptual term (logged, and it changes the head), and exports a prior of the same shape."""
+    from dgnam.generator.train import build_parts, run
+
+    first = run(compose(SPATIAL_TRAIN, name="train_generator"), out_dir=tmp_path / "one")
+    stage2 = [*SPATIAL_TRAIN, *PERCEPTUAL, f"generator.init_from={first['prior']}"]
+    cfg = compose(stage2, name="train_generator")
+    parts = build_parts(cfg, torch.device("cpu"))
+    g1, _ = load_prior(first["prior"], clamp=False)
+    head1 = {k: v for k, v in g1.state_dict().items() if k.startswith("head.")}
+    head2 = {k: v for k, v in parts["generator"].state_dict().items() if k.startswith("head.")}
+    assert head1.keys() == head2.keys() and all(torch.equal(head1[k], head2[k]) for k in head1)
+
+    second = run(cfg, out_dir=tmp_path / "two")
+    g2, _ = load_prior(second["prior"], clamp=False)
+    moved = [k for k in head1 if k.endswith("weight") and not torch.equal(head1[k], g2.state_dict()[k])]
+    assert moved  # the fine-tune trained the head
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "two" / "csv" / "metrics.csv")))
+    vals = [float(r["train/perceptual"]) for r in rows if r.get("train/perceptual")]
+    assert vals and all(v > 0 for v in vals)
+
+
+def test_init_from_a_prior_that_does_not_fit_is_one_line(compose, tmp_path):
+    from dgnam.generator.train import build_parts, run
+
+    first = run(compose(SPATIAL_TRAIN, name="train_generator"), out_dir=tmp_path / "one")
+    other_layer = [*SPATIAL_TRAIN, "encoder.code_layer=features.5.conv.0", f"generator.init_from={first['prior']}"]
+    with pytest.raises(DgnamError, match=r"was trained on mobilenet_v2 layer 'features.6.conv.0'.*"
+                                         r"this run's encoder is mobilenet_v2 layer 'features.5.conv.0'"):
+        build_parts(compose(other_layer, name="train_generator"), torch.device("cpu"))
+    wider = [*SPATIAL_TRAIN, "generator.spec.start_channels=16", f"generator.init_from={first['prior']}"]
+    with pytest.raises(DgnamError, match="its weights do not fit this run's generator spec"):
+        build_parts(compose(wider, name="train_generator"), torch.device("cpu"))
+    with pytest.raises(DgnamError, match="not found"):
+        build_parts(compose([*SPATIAL_TRAIN, f"generator.init_from={tmp_path / 'nope.pt'}"], name="train_generator"),
+                    torch.device("cpu"))
+    pixel = compose(["encoder=mobilenet_v2_random", "data=synthetic", "resolution=32", *PERCEPTUAL],
+                    name="train_generator")
+    with pytest.raises(DgnamError, match="loss.weights.perceptual is a term of latent priors"):
+        build_parts(pixel, torch.device("cpu"))
