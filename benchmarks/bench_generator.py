@@ -29,6 +29,9 @@ The spatial latent prior (``experiment_train=mobilenet_v2_latent_spatial_cpu``: 
   and the adversarial term;
 - ``spatial image``: plus the pixel term through the decoder on every item (the preset runs it on
   8 items every 2nd step).
+- ``spatial perceptual``: the fine-tune of ``experiment_train=mobilenet_v2_latent_spatial_perceptual_cpu``:
+  the latent regression, the pixel term and the perceptual term (four layers of MobileNetV2 on the
+  decoded image, the photo's features computed in the step) on every item, no D.
 
 Each case runs ``--warmup`` steps, then the median of ``--rounds`` timings of ``--steps`` steps.
 """
@@ -47,6 +50,7 @@ import torch
 
 from dgnam.core.models import build_target, pick_device
 from dgnam.generator import Comparator, Discriminator, Encoder, Generator, generator_spec
+from dgnam.generator.encoder import Perceptual
 from dgnam.generator.latent import LATENT_HEAD, LatentGenerator, head_spec
 from dgnam.generator.losses import (
     discriminator_losses,
@@ -109,14 +113,19 @@ def make_latent_step(case: str, target, batch: int, device: torch.device, fc: in
     return latent_step(g, d, opt_g, opt_d, h, z, 100, decoded)
 
 
-def make_spatial_step(case: str, batch: int, device: torch.device):
+PERCEPTUAL_LAYERS = [["features.3.add", 1.0], ["features.6.add", 1.0], ["features.10.add", 1.0],
+                     ["features.14.conv.0", 1.0]]  # the perceptual preset's
+
+
+def make_spatial_step(case: str, target, batch: int, device: torch.device):
     shape = (576, 8, 8)
     d_code = shape[0] * shape[1] * shape[2]
     dec = TAEF2Decoder(str(DECODER) if DECODER.is_file() else None)
     spec = head_spec({**LATENT_HEAD, "start_channels": 256, "stack": [["conv", 256], ["up", 128], ["conv", 128]]},
                      resolution=128, code_shape=shape)
     g = LatentGenerator(d_code, spec, dec).to(device)
-    d = Discriminator(d_code, {**LATENT_D, "code_fc": [256]}).to(device) if case != "spatial latent" else None
+    with_d = case in ("spatial adversarial", "spatial image")
+    d = Discriminator(d_code, {**LATENT_D, "code_fc": [256]}).to(device) if with_d else None
     opt_g = torch.optim.Adam([p for p in g.parameters() if p.requires_grad], 1e-3)
     opt_d = torch.optim.Adam(d.parameters(), 2e-4) if d is not None else None
     h = torch.rand(batch, d_code, device=device)
@@ -124,6 +133,9 @@ def make_spatial_step(case: str, batch: int, device: torch.device):
     x = torch.rand(batch, 3, 128, 128, device=device)
 
     decoded = (lambda img: 2.0 * image_loss(img, x)) if case == "spatial image" else None
+    if case == "spatial perceptual":
+        perc = Perceptual(target, PERCEPTUAL_LAYERS, input_size=128)
+        decoded = lambda img: image_loss(img, x) + 1000.0 * perc(img, x)  # noqa: E731
     return latent_step(g, d, opt_g, opt_d, h, z, 50, decoded)
 
 
@@ -177,7 +189,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--cases", nargs="+", default=["cpu-preset cached", "cpu-preset online", "recipe 128 px",
                                                    "latent", "latent adversarial", "latent feature",
-                                                   "spatial latent", "spatial adversarial", "spatial image"])
+                                                   "spatial latent", "spatial adversarial", "spatial image",
+                                                   "spatial perceptual"])
     ap.add_argument("--latent-fc", type=int, default=1024, help="the latent head's fc width")
     ap.add_argument("--latent-width", type=float, default=0.5, help="the latent head's channel multiplier")
     a = ap.parse_args()
@@ -189,7 +202,7 @@ def main() -> None:
     print(f"device: {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}, batch {a.batch}")
     for case in a.cases:
         step = (make_latent_step(case, target, a.batch, device, a.latent_fc, a.latent_width)
-                if case.startswith("latent") else make_spatial_step(case, a.batch, device)
+                if case.startswith("latent") else make_spatial_step(case, target, a.batch, device)
                 if case.startswith("spatial") else make_step(case, target, a.batch, device))
         for _ in range(a.warmup):
             step()

@@ -87,3 +87,17 @@ def test_init_from_a_prior_that_does_not_fit_is_one_line(compose, tmp_path):
                     name="train_generator")
     with pytest.raises(DgnamError, match="loss.weights.perceptual is a term of latent priors"):
         build_parts(pixel, torch.device("cpu"))
+
+
+def test_validation_reports_the_encoder_s_top1_agreement(tiny_target):
+    from dgnam.generator.encoder import Encoder
+    from dgnam.generator.module import GeneratorModule
+
+    m = GeneratorModule(torch.nn.Identity(), Encoder(tiny_target, "fc1", input_size=32))
+    x = torch.rand(6, 3, 32, 32)
+    assert m.top1_agreement(x, x).item() == 1.0
+    with torch.no_grad():
+        px = tiny_target(x, ["logits"])["logits"].argmax(1)
+        y = torch.rand(6, 3, 32, 32)
+        py = tiny_target(y, ["logits"])["logits"].argmax(1)
+    assert m.top1_agreement(y, x).item() == pytest.approx((px == py).float().mean().item())

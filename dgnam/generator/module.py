@@ -229,11 +229,24 @@ class GeneratorModule(L.LightningModule):
         self.log("val/psnr", psnr(out, x), on_epoch=True, batch_size=n)
         if self.comparator is not None and f is not None:
             self.log("val/feature_mse", mse(self.comparator(out), f), on_epoch=True, batch_size=n)
+        if self.encoder is not None:  # how often E's own network gives G(E(x)) the photo's top-1 class
+            self.log("val/top1_agree", self.top1_agreement(out, x), on_epoch=True, batch_size=n)
         for k, v in self.validation_metrics(batch, h).items():
             self.log(k, v, on_epoch=True, batch_size=n)
         if batch_idx == 0 and self._fixed is None:
             k = min(self.grid_images, n)
             self._fixed = {"image": batch["image"][:k].detach().cpu(), "code": h[:k].detach().cpu()}
+
+    @torch.no_grad()
+    def top1_agreement(self, recon: Tensor, photos: Tensor) -> Tensor:
+        """The fraction of items whose reconstruction the encoder's network classifies as it classifies
+        the photo (both resized to the network's input size)."""
+        from dgnam.core.images import resize
+
+        t = self.encoder.target
+        both = t(resize(torch.cat([recon, photos]).float(), t.input_size), ["logits"])["logits"].argmax(1)
+        n = recon.shape[0]
+        return (both[:n] == both[n:]).float().mean()
 
     def validation_metrics(self, batch: dict[str, Tensor], h: Tensor) -> dict[str, Tensor]:
         """Numbers a subclass adds to the validation log, from the batch and its codes ``h``."""
