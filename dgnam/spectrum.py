@@ -72,7 +72,9 @@ def build_spectrum(data: str, size: int = 128, limit: int | None = 3000, batch: 
     magnitude = mean_spectrum(images()) if len(dataset) else None
     if magnitude is None or not count[0]:
         raise DgnamError(f"no readable images under {data}")
-    return {SPECTRUM_KEY: magnitude.to(torch.float32), "size": size, "images": count[0], "source": str(data)}
+    shared = str(Path(shared_dir())) + os.sep
+    source = "${shared}/" + str(data)[len(shared):] if str(data).startswith(shared) else str(data)
+    return {SPECTRUM_KEY: magnitude.to(torch.float32), "size": size, "images": count[0], "source": source}
 
 
 def main(argv: list[str] | None = None) -> None:
