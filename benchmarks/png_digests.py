@@ -39,6 +39,8 @@ RUNS: dict[str, list[str]] = {
     "receptive_field_vgg16": ["experiment=receptive_field_vgg16", *RANDOM, "units=first:1", "steps=3",
                               "image_size=96", "layers=[conv1_2,conv3_3]"],
     "inversion": ["experiment=inversion", "layers=[features.3.add,features.6.add]", "steps=4", "image_size=96"],
+    "deepdream": ["experiment=deepdream", "steps=3", "image_size=96"],
+    "style": ["experiment=style", "steps=4", "image_size=96"],
     "alexnet_neurons": ["model=alexnet", *RANDOM_ALEX, "layers=conv5", "units=first:3", "unit=neuron",
                         "position=[1,2]", "steps=3", "image_size=96"],
 }

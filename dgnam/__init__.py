@@ -22,7 +22,7 @@ The names below are the Python API; the CLI is ``visualize.py`` and ``train_gene
 from dgnam.core import objectives, poststeps, transforms
 from dgnam.core.loop import Result, optimize
 from dgnam.core.models import INPUT, Target, build_target, pick_device
-from dgnam.core.params import FFTParam, GeneratorParam, ImageParam, LatentParam, PixelParam
+from dgnam.core.params import FFTParam, GeneratorParam, ImageParam, LatentParam, MacoParam, PixelParam
 from dgnam.core.units import Unit, objective_for, select_units
 from dgnam.errors import DgnamError
 from dgnam.paths import PRIORS_DIR, shared_dir
@@ -30,7 +30,7 @@ from dgnam.paths import PRIORS_DIR, shared_dir
 __version__ = "0.1.0"
 
 __all__ = [
-    "INPUT", "PRIORS_DIR", "DgnamError", "FFTParam", "GeneratorParam", "ImageParam", "LatentParam", "PixelParam",
-    "Result", "Target", "Unit", "build_target", "objective_for", "objectives", "optimize", "pick_device",
+    "INPUT", "PRIORS_DIR", "DgnamError", "FFTParam", "GeneratorParam", "ImageParam", "LatentParam", "MacoParam",
+    "PixelParam", "Result", "Target", "Unit", "build_target", "objective_for", "objectives", "optimize", "pick_device",
     "poststeps", "select_units", "shared_dir", "transforms",
 ]

@@ -99,20 +99,34 @@ def load_image(path: str | os.PathLike, size: int | None = None) -> Tensor:
 
 
 ASTRONAUT = "astronaut"  # scikit-image's sample photo (Eileen Collins), the articles' example
+SKIMAGE = "skimage:"  # prefix of scikit-image's sample images that ship with it: skimage:coffee
+SKIMAGE_SAMPLES = ("astronaut", "brick", "camera", "cat", "chelsea", "coffee", "grass", "gravel",
+                   "hubble_deep_field", "immunohistochemistry", "retina", "rocket")
+
+
+def skimage_sample(name: str) -> Tensor:
+    """One of scikit-image's sample images that ship with it (:data:`SKIMAGE_SAMPLES`) -> (3, H, W)
+    in [0, 1]; grayscale ones repeated over the three channels."""
+    if name not in SKIMAGE_SAMPLES:
+        raise DgnamError(f"unknown scikit-image sample {name!r}; valid: {', '.join(SKIMAGE_SAMPLES)}")
+    from skimage import data
+
+    arr = np.asarray(getattr(data, name)())
+    arr = np.repeat(arr[..., None], 3, -1) if arr.ndim == 2 else arr[..., :3]
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def source_image(path: str | None, size: int) -> Tensor:
     """The photo a view is computed for -> (3, size, size) in [0, 1].
 
-    ``path``: an image file (grayscale and RGBA are converted to RGB; alpha on white), or ``None`` /
-    ``"astronaut"`` for scikit-image's ``data.astronaut()``. Shorter side resized to ``size``, then
-    centre-cropped.
+    ``path``: an image file (grayscale and RGBA are converted to RGB; alpha on white), ``None`` /
+    ``"astronaut"`` for scikit-image's ``data.astronaut()``, or ``skimage:<name>`` for another of its
+    sample images (:data:`SKIMAGE_SAMPLES`). Shorter side resized to ``size``, then centre-cropped.
     """
     if path is None or str(path) in ("", ASTRONAUT):
-        from skimage import data
-
-        x = torch.from_numpy(data.astronaut().copy()).permute(2, 0, 1).float() / 255.0  # (3, 512, 512)
-        return resize_crop(x, size)
+        path = SKIMAGE + ASTRONAUT
+    if str(path).startswith(SKIMAGE):
+        return resize_crop(skimage_sample(str(path)[len(SKIMAGE):]), size)
     return load_image(str(path), size)
 
 

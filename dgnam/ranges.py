@@ -132,6 +132,9 @@ VISUALIZE: tuple[Range, ...] = (
     count("model.input_size", 8, **N), count("model.num_classes"), _r("model.mean.*"), positive("model.std.*"),
     count("position.*", 0),
     count("maps.tile"), count("maps.cols"), count("rf.zoom_size"), weight("inversion.tv_growth"),
+    weight("deepdream.layers.*", why="the weight of a layer's term"), count("deepdream.roll", 0),
+    count("style.image_size", 8, **N), weight("style.layers.*", why="the weight of a layer's Gram term"),
+    weight("style.content_weight"),
     count("report.stats_size", **N), positive("report.hf_radius"), count("report.judges.*.input_size", **N),
     count("report.judges.*.batch_size", **N),
 )

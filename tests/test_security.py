@@ -97,6 +97,11 @@ VISUALIZE_CASES = {
     "init.path": lambda pt, pt2, img: ["model=alexnet", "model.weights=null", "init.kind=image", f"init.path={pt}"],
     "image (views)": lambda pt, pt2, img: ["experiment=activation_maps", "model=alexnet", "model.weights=null",
                                            "layers=conv1", f"image={pt}"],
+    "param.spectrum": lambda pt, pt2, img: ["method=maco", "model=alexnet", "model.weights=null", f"param.spectrum={pt}"],
+    "style.image": lambda pt, pt2, img: ["experiment=style", "model=alexnet", "model.weights=null", "layers=conv1",
+                                         "style.content_layer=conv2", f"style.image={pt}"],
+    "deepdream.guide": lambda pt, pt2, img: ["experiment=deepdream", "model=alexnet", "model.weights=null",
+                                             "layers=conv2", f"deepdream.guide={pt}"],
 }
 
 

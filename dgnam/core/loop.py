@@ -10,7 +10,7 @@ It returns tensors and a history; it never saves, shows or prints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +31,7 @@ class Result:
     history: (steps, B) the tracked objective at every step (under the transforms).
     frames: uint8 snapshots (B, 3, H, W) every ``frame_every`` steps (sizes change with octaves).
     best_images, best_scores: the best-tracked iterate per item, when ``keep_best``.
+    terms: (steps, B) per named term of the objective (``optimize(terms=...)``), at every step.
     """
 
     images: Tensor
@@ -38,6 +39,7 @@ class Result:
     frames: list[Tensor] = field(default_factory=list)
     best_images: Tensor | None = None
     best_scores: Tensor | None = None
+    terms: dict[str, Tensor] = field(default_factory=dict)
 
 
 def normalize_grad(grad: Tensor, kind: str | None, eps: float = 1e-8) -> Tensor:
@@ -68,6 +70,7 @@ def optimize(
     keep_best: bool = False,
     frame_every: int = 0,
     callback: Callable[[int], None] | None = None,
+    terms: Mapping[str, Objective] | None = None,
 ) -> Result:
     """Maximize ``objective`` of ``target`` over ``param``; see the module docstring.
 
@@ -87,15 +90,19 @@ def optimize(
         keep_best: also return the best-tracked iterate of each item.
         frame_every: keep a snapshot every k steps (0: none).
         callback: called with the global step number after each step (progress bars).
+        terms: named objectives recorded at every step besides ``track`` (e.g. the terms a sum is
+            made of: a style and a content term), computed from the same activations.
     """
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
     track = track or objective
     param_layers = set(param.extra())  # pseudo-layers the parameterization provides (e.g. a code)
-    layers = (objective.layers | track.layers) - param_layers
+    terms = dict(terms or {})
+    layers = frozenset().union(objective.layers, track.layers, *(t.layers for t in terms.values())) - param_layers
     transforms = transforms if transforms is not None else nn.Identity()
     octave_sizes = list(octave_sizes) if octave_sizes else [None]
     history: list[Tensor] = []
+    term_history: dict[str, list[Tensor]] = {name: [] for name in terms}
     frames: list[Tensor] = []
     best_scores: Tensor | None = None
     best_images: Tensor | None = None
@@ -124,6 +131,9 @@ def optimize(
                 post(param, step)
             tracked = (score if track is objective else track(acts)).detach()
             history.append(tracked)
+            with torch.no_grad():
+                for name, term in terms.items():
+                    term_history[name].append(term(acts).detach().float().cpu())
             if keep_best:
                 img = image.detach()
                 if best_scores is None:
@@ -149,5 +159,6 @@ def optimize(
         frames=frames,
         best_images=best_images.float().cpu() if best_images is not None else None,
         best_scores=best_scores.float().cpu() if best_scores is not None else None,
+        terms={name: torch.stack(h) for name, h in term_history.items()},
     )
 

@@ -116,6 +116,58 @@ def feature_match(layer: str, reference: Tensor) -> Objective:
     return Objective(fn, {layer}, f"feature_match({layer})")
 
 
+DREAM_REDUCE = ("l2", "mean")
+
+
+def dream(layer: str, reduce: str = "l2") -> Objective:
+    """DeepDream: the mean square (``l2``: the squared L2 norm per element) or the mean (``mean``) of
+    a layer's activations, per item: amplify whatever the layer already sees."""
+    if reduce not in DREAM_REDUCE:
+        raise ValueError(f"unknown dream reduction {reduce!r}; valid: {', '.join(DREAM_REDUCE)}")
+
+    def fn(acts: Acts) -> Tensor:
+        a = acts[layer].flatten(1)
+        return a.pow(2).mean(1) if reduce == "l2" else a.mean(1)
+
+    return Objective(fn, {layer}, f"dream_{reduce}({layer})")
+
+
+def guided_dream(layer: str, guide: Tensor) -> Objective:
+    """Guided DeepDream: at every position of a conv layer (B, C, H, W), the largest dot product of
+    its feature vector with the guide image's feature vectors (``guide``: the guide's activations at
+    that layer, (1, C, ...)), averaged over positions. Its gradient pulls each position towards the
+    guide feature it already resembles most."""
+    g = guide.detach().reshape(guide.shape[1], -1)  # (C, M)
+
+    def fn(acts: Acts) -> Tensor:
+        a = acts[layer]
+        x = a.reshape(a.shape[0], a.shape[1], -1)  # (B, C, N)
+        dots = torch.einsum("bcn,cm->bnm", x, g.to(x.dtype))
+        return dots.amax(-1).mean(-1)
+
+    return Objective(fn, {layer}, f"guided_dream({layer})")
+
+
+def gram(acts: Tensor) -> Tensor:
+    """Gram matrices of conv activations (B, C, H, W) -> (B, C, C): ``F F^T / (H W)`` with ``F`` the
+    (C, H W) feature map of each item (Gatys et al.'s style representation, averaged over positions)."""
+    f = acts.reshape(acts.shape[0], acts.shape[1], -1)
+    return f @ f.transpose(1, 2) / f.shape[-1]
+
+
+def style_match(layer: str, reference: Tensor) -> Objective:
+    """Style transfer's term: ``||G(phi(x)) - G(phi(s))||^2 / ||G(phi(s))||^2`` per item, G the Gram
+    matrix (:func:`gram`) and ``reference`` the style image's activations (1, C, H, W); SUBTRACT it.
+    The normalization makes every layer's term 1 for an all-zero image, so weights compare."""
+    ref = gram(reference.detach().float())
+    denom = ref.flatten(1).pow(2).sum(1).clamp_min(1e-12)
+
+    def fn(acts: Acts) -> Tensor:
+        return (gram(acts[layer].float()) - ref).flatten(1).pow(2).sum(1) / denom
+
+    return Objective(fn, {layer}, f"style({layer})")
+
+
 def total_variation(beta: float = 2.0) -> Objective:
     """Total variation of the image, ``sum((dx^2 + dy^2)^(beta/2))`` averaged per pixel; SUBTRACT it."""
 

@@ -1,5 +1,5 @@
 """Differentiable image transforms applied between the parameterization and the target
-(transformation robustness: Lucid's pad, jitter, random scale, random rotate).
+(transformation robustness: Lucid's pad, jitter, random scale, random rotate; DeepDream's roll).
 
 Each module draws its randomness from a ``torch.Generator`` it is given (seedable, CPU-side) and
 applies ONE draw to the whole batch, so an item's trajectory is the same whether it runs alone or
@@ -48,6 +48,21 @@ class Jitter(nn.Module):
         dx, dy = torch.randint(0, self.d + 1, (2,), generator=self.generator).tolist()
         h, w = x.shape[-2:]
         return x[..., dy : h - self.d + dy, dx : w - self.d + dx]
+
+
+class Roll(nn.Module):
+    """Roll the image by a random shift of up to ``d`` pixels along each axis (DeepDream's jitter:
+    nothing is cropped, what leaves one side comes back on the other)."""
+
+    def __init__(self, d: int = 32, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.d, self.generator = d, _gen(generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.d <= 0:
+            return x
+        dy, dx = (torch.randint(-self.d, self.d + 1, (2,), generator=self.generator)).tolist()
+        return torch.roll(x, shifts=(dy, dx), dims=(-2, -1))
 
 
 class RandomScale(nn.Module):

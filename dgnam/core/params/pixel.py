@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgnam.core.images import resize
 from dgnam.core.params.base import ImageParam
 
 
@@ -23,6 +24,7 @@ class PixelParam(ImageParam):
     def __init__(self, init: Tensor, noise: bool = False, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self.x = nn.Parameter(init.detach().clone().float() - 0.5)
+        self.source: Tensor | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -31,9 +33,21 @@ class PixelParam(ImageParam):
     def forward(self) -> Tensor:
         return self.x + 0.5
 
+    def carry_detail(self, source: Tensor) -> None:
+        """Octaves over a photo (DeepDream): from now on :meth:`resize` rebuilds the image as the photo
+        ``source`` (B, 3, H, W) in [0, 1] at full resolution, resized to the new size, plus the detail
+        added so far (the image minus the photo at the old size) upscaled."""
+        self.source = source.detach().float().to(self.x.device)
+
     @torch.no_grad()
     def resize(self, size: tuple[int, int]) -> None:
-        new = F.interpolate(self.x.data, size=size, mode="bicubic", align_corners=False)
+        x = self.x.data
+        if self.source is None:
+            new = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+        else:
+            detail = x + 0.5 - resize(self.source, tuple(x.shape[-2:]), antialias=True)
+            new = resize(self.source, size, antialias=True) - 0.5 + F.interpolate(
+                detail, size=size, mode="bicubic", align_corners=False)
         self.x = nn.Parameter(new.contiguous())
 
 
