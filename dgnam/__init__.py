@@ -16,7 +16,8 @@ The package, by layer (each imports only from the layers above it):
 - ``dgnam.config`` (checks and builders every mode shares), ``dgnam.io`` (images in, files out),
   ``dgnam.cli`` (Hydra entry glue), ``dgnam.errors``, ``dgnam.safeload``, ``dgnam.paths``.
 
-The names below are the Python API; the CLI is ``visualize.py`` and ``train_generator.py``.
+``dgnam.visualize(model, layer, units, method="lucid")`` is the one call on any ``nn.Module``
+(:mod:`dgnam.api`). The names below are the Python API; the CLI is ``visualize.py`` and ``train_generator.py``.
 """
 
 from dgnam.core import objectives, poststeps, transforms
@@ -24,6 +25,7 @@ from dgnam.core.loop import Result, optimize
 from dgnam.core.models import INPUT, Target, build_target, pick_device
 from dgnam.core.params import FFTParam, GeneratorParam, ImageParam, LatentParam, MacoParam, PixelParam
 from dgnam.core.units import Unit, objective_for, select_units
+from dgnam.core.wrap import wrap_model
 from dgnam.errors import DgnamError
 from dgnam.paths import PRIORS_DIR, shared_dir
 
@@ -32,5 +34,15 @@ __version__ = "0.1.0"
 __all__ = [
     "INPUT", "PRIORS_DIR", "DgnamError", "FFTParam", "GeneratorParam", "ImageParam", "LatentParam", "MacoParam",
     "PixelParam", "Result", "Target", "Unit", "build_target", "objective_for", "objectives", "optimize", "pick_device",
-    "poststeps", "select_units", "shared_dir", "transforms",
+    "Visualization", "poststeps", "select_units", "shared_dir", "transforms", "visualize", "wrap_model",
 ]
+
+
+def __getattr__(name: str):
+    """``dgnam.visualize`` and ``dgnam.Visualization`` load :mod:`dgnam.api` (and Hydra) on first use,
+    so that importing the core stays free of Hydra."""
+    if name in ("visualize", "Visualization"):
+        from dgnam import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'dgnam' has no attribute {name!r}")

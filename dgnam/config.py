@@ -30,7 +30,7 @@ from dgnam.core import poststeps as P
 from dgnam.core import transforms as T
 from dgnam.core.models import INPUT, Target, pick_device
 from dgnam.core.params import ImageParam
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, first_line
 from dgnam.generator.arch import DEEPSIM_DISCRIMINATOR, FC6_GENERATOR
 from dgnam.generator.latent import LATENT_HEAD
 from dgnam.io import source_image
@@ -193,9 +193,43 @@ def build(node: Any, **kwargs: Any) -> Any:
         raise
 
 
+# Keys of a ``model=custom`` node that dgnam reads itself; the others go to the user's callable.
+WRAP_KEYS = ("weights_file", "mean", "std", "input_size", "class_names", "channels_last")
+
+
 def build_target_from_cfg(cfg: DictConfig, device: torch.device) -> Target:
-    """Instantiate ``cfg.model`` (a ``dgnam.core.models.build_target`` leaf) on ``device``."""
-    return build(cfg.model, device=device)
+    """Instantiate ``cfg.model`` on ``device``: one of dgnam's builders (``_target_`` under
+    ``dgnam.``: torchvision, timm), or any callable that returns an ``nn.Module`` (``model=custom``),
+    wrapped by :func:`dgnam.core.models.wrap_model` with the node's :data:`WRAP_KEYS`."""
+    node = cfg.model
+    target = OmegaConf.select(node, "_target_", throw_on_missing=False, default=None)
+    if OmegaConf.is_missing(node, "_target_") or not target:
+        raise DgnamError("model=custom needs model._target_=<import path of a function or class that returns a "
+                         "torch.nn.Module>, e.g. model._target_=torchvision.models.resnet18")
+    if str(target).startswith("dgnam."):
+        return build(node, device=device)
+    from dgnam.core.wrap import wrap_model
+
+    own = OmegaConf.to_container(node, resolve=True)
+    wrap = {k: own.pop(k) for k in WRAP_KEYS if k in own}
+    try:
+        model = build(own)
+    except DgnamError:
+        raise
+    except Exception as e:
+        causes = [e]
+        while causes[-1].__cause__ is not None and len(causes) < 5:
+            causes.append(causes[-1].__cause__)
+        what = "cannot be imported" if "Error locating target" in str(e) else "failed"
+        raise DgnamError(f"model._target_={target!r} {what} ({first_line(causes[-1], 160)}); give the import path "
+                         f"of a callable that returns a torch.nn.Module (its own arguments as +model.<name>=...)"
+                         ) from None
+    if not isinstance(model, nn.Module):
+        raise DgnamError(f"model._target_={target!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return wrap_model(model, mean=wrap.get("mean"), std=wrap.get("std"), input_size=wrap.get("input_size"),
+                      categories=wrap.get("class_names"), name=str(target).rsplit(".", 1)[-1],
+                      weights_file=wrap.get("weights_file"), channels_last=wrap.get("channels_last", True),
+                      device=device)
 
 
 def probe_param(factory: Callable[..., nn.Module], init: Mapping[str, Any], size: int, seed: int) -> ImageParam:

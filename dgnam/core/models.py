@@ -1,9 +1,13 @@
-"""Targets: torchvision classifiers wrapped with their input normalization and friendly layer names.
+"""Targets: classifiers wrapped with their input normalization and friendly layer names.
 
 A :class:`Target` takes images in RGB [0, 1], normalizes them with the statistics that belong to its
 weights, and returns the activations of exactly the layers asked for (a ``torch.fx`` feature
 extractor built once per layer set; the graph is pruned past the deepest requested node, so later
-layers are never computed and no hooks are installed).
+layers are never computed and no hooks are installed). A module that ``torch.fx`` cannot trace is
+read with forward hooks on exactly the modules asked for, removed after every forward pass.
+
+:func:`build_target` builds one from a torchvision name; :func:`wrap_model` around any ``nn.Module``
+(normalization and input size given, or read from timm/torchvision metadata).
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import logging
 from collections.abc import Iterable, Sequence
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+from dgnam.core.aliases import ALIAS_STYLE, imagenet_categories, sequential_aliases
 from dgnam.core.weights import download, load_weights_file, resolve_weights_enum
 from dgnam.errors import DgnamError, choices, first_line
 from dgnam.safeload import weights_only_everywhere
@@ -26,68 +32,25 @@ log = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INPUT = "input"  # pseudo-layer: the (transformed) image in [0, 1], before normalization
-
-# Caffe-style aliases (conv5_3, pool5, fc6 ...) are derived from the module order; the style says
-# how convolutions are numbered: per block between poolings (VGG) or straight through (AlexNet).
-ALIAS_STYLE = {
-    **{f"vgg{n}{bn}": "block" for n in (11, 13, 16, 19) for bn in ("", "_bn")},
-    "alexnet": "flat",
-}
-
-
-def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet-1k class names in torchvision's order (no download needed)."""
-    return list(torchvision.models.VGG16_Weights.IMAGENET1K_V1.meta["categories"])
-
-
-def _sequential_aliases(model: nn.Module, style: str, conv_relu: bool, fc_relu: bool) -> dict[str, str]:
-    """Map conv1_1/conv1/pool5/fc6... to module paths, following the order of the modules."""
-    aliases: dict[str, str] = {}
-    features = model.features
-    block, conv_in_block, conv_total = 1, 0, 0
-    mods = list(features.named_children())
-    for i, (name, mod) in enumerate(mods):
-        if isinstance(mod, nn.Conv2d):
-            conv_in_block += 1
-            conv_total += 1
-            alias = f"conv{block}_{conv_in_block}" if style == "block" else f"conv{conv_total}"
-            node = f"features.{name}"
-            # VGG-BN puts a BatchNorm between conv and ReLU: the "pre-ReLU" value is after the BN.
-            j = i + 1
-            while j < len(mods) and isinstance(mods[j][1], nn.BatchNorm2d):
-                node = f"features.{mods[j][0]}"
-                j += 1
-            if conv_relu and j < len(mods) and isinstance(mods[j][1], nn.ReLU):
-                node = f"features.{mods[j][0]}"
-            aliases[alias] = node
-        elif isinstance(mod, nn.MaxPool2d):
-            idx = block if style == "block" else conv_total
-            aliases[f"pool{idx}"] = f"features.{name}"
-            block, conv_in_block = block + 1, 0
-    cls = list(model.classifier.named_children())
-    fc = 6
-    for i, (name, mod) in enumerate(cls):
-        if isinstance(mod, nn.Linear):
-            node = f"classifier.{name}"
-            if fc_relu and i + 1 < len(cls) and isinstance(cls[i + 1][1], nn.ReLU):
-                node = f"classifier.{cls[i + 1][0]}"
-            aliases[f"fc{fc}"] = node
-            fc += 1
-    return aliases
-
+OUTPUT = "output"  # the model's output, for a target read with forward hooks (no fx graph)
+GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma: RGB -> the single channel of a grey-input model
 
 class Target(nn.Module):
     """A frozen classifier in eval mode that maps images in [0, 1] to named activations.
 
     Args:
-        model: a torchvision classifier (any ``nn.Module`` that ``torch.fx`` can trace).
-        mean, std: the input normalization of its weights (per RGB channel).
+        model: any ``nn.Module`` taking (B, C, H, W); layers are ``torch.fx`` graph nodes, or module
+            names read with forward hooks when fx cannot trace it (then ``traced`` is false).
+        mean, std: the input normalization of its weights, per input channel: three (RGB), or one
+            for a grey-input model (the RGB image is turned into luma first).
         name: the architecture name, for messages.
         input_size: the square side the weights were trained at (used by callers that resize).
         aliases: friendly layer name -> graph node name.
         categories: class names of the output logits, if known.
         channels_last: run convolutions in NHWC memory layout (faster on CPU with oneDNN and on
             GPUs; measured ~1.4x for VGG16 at batch 8 on CPU); results are the same.
+        fixed_size: the model takes only ``input_size`` x ``input_size`` images (a vision
+            transformer with a fixed position embedding): every image is resized to it first.
     """
 
     def __init__(
@@ -100,8 +63,12 @@ class Target(nn.Module):
         aliases: dict[str, str] | None = None,
         categories: Sequence[str] | None = None,
         channels_last: bool = True,
+        fixed_size: bool = False,
     ) -> None:
         super().__init__()
+        if len(mean) != len(std) or len(mean) not in (1, 3):
+            raise DgnamError(f"mean={list(mean)} and std={list(std)} need one value per input channel (3, or 1 "
+                             f"for a grey-input model)")
         for m in model.modules():  # in-place ReLUs would overwrite pre-ReLU activations we return
             if hasattr(m, "inplace"):
                 m.inplace = False
@@ -109,12 +76,21 @@ class Target(nn.Module):
         self.channels_last = channels_last
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.in_channels = len(mean)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.name = name
         self.input_size = input_size
+        self.fixed_size = fixed_size
         self.categories = list(categories) if categories is not None else None
-        self.nodes: list[str] = [n for n in get_graph_node_names(self.model)[1] if n != "x"]
+        try:
+            self.nodes: list[str] = [n for n in get_graph_node_names(self.model)[1] if n != "x"]
+            self.traced = True
+        except Exception as e:  # data-dependent control flow, unsupported ops ...
+            log.warning("%s cannot be traced by torch.fx (%s); its layers are module names, read with forward "
+                        "hooks on the modules asked for (removed after each pass)", name, first_line(e, 120))
+            self.nodes = [n for n, _ in self.model.named_modules() if n] + [OUTPUT]
+            self.traced = False
         self.aliases = dict(aliases or {})
         self.aliases.setdefault("logits", self.nodes[-1])
         self._extractors: dict[tuple[str, ...], nn.Module] = {}
@@ -143,13 +119,44 @@ class Target(nn.Module):
         )
 
     def normalize(self, image: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] -> the model's input space."""
+        """(B, 3, H, W) in [0, 1] -> the model's input space (its size first, if it is fixed; luma
+        for a grey-input model)."""
+        if self.fixed_size and tuple(image.shape[-2:]) != (self.input_size, self.input_size):
+            image = F.interpolate(image, size=(self.input_size, self.input_size), mode="bilinear",
+                                  align_corners=False, antialias=True)
+        if self.in_channels == 1:
+            image = (image * image.new_tensor(GREY).view(1, 3, 1, 1)).sum(1, keepdim=True)
         return (image - self.mean) / self.std
+
+    def seen(self, images: Tensor) -> Tensor:
+        """Images as the model sees their colour: grey ones (repeated to RGB) for a grey-input model."""
+        if self.in_channels == 3:
+            return images
+        grey = (images.float() * images.new_tensor(GREY, dtype=torch.float32).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        grey = grey.expand_as(images)
+        return grey if images.is_floating_point() else grey.round().to(images.dtype)
 
     def _extractor(self, nodes: tuple[str, ...]) -> nn.Module:
         if nodes not in self._extractors:
             self._extractors[nodes] = create_feature_extractor(self.model, return_nodes=list(nodes)).eval()
         return self._extractors[nodes]
+
+    def _hooked(self, x: Tensor, nodes: tuple[str, ...]) -> dict[str, Tensor]:
+        """The outputs of modules ``nodes`` (and :data:`OUTPUT`) by forward hooks on exactly those
+        modules, removed when the pass ends (also when it fails). A module called twice gives its
+        last output."""
+        modules = dict(self.model.named_modules())
+        feats: dict[str, Tensor] = {}
+        handles = [modules[n].register_forward_hook(lambda _m, _i, o, n=n: feats.__setitem__(n, o))
+                   for n in nodes if n != OUTPUT]
+        try:
+            out = self.model(x)
+        finally:
+            for h in handles:
+                h.remove()
+        if OUTPUT in nodes:
+            feats[OUTPUT] = out
+        return feats
 
     def forward(self, image: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
         """Activations of ``layers`` (aliases or node names) for images (B, 3, H, W) in [0, 1].
@@ -164,7 +171,7 @@ class Target(nn.Module):
             x = self.normalize(image)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            feats = self._extractor(nodes)(x)
+            feats = self._extractor(nodes)(x) if self.traced else self._hooked(x, nodes)
             out = {layer: feats[node] for layer, node in resolved.items() if node != INPUT}
         if INPUT in resolved.values():
             out.update({layer: image for layer, node in resolved.items() if node == INPUT})
@@ -179,9 +186,12 @@ class Target(nn.Module):
             x = torch.zeros(1, 3, size, size, device=self.mean.device)
             try:
                 self._shapes[key] = tuple(self(x, [layer])[layer].shape[1:])
-            except RuntimeError as e:
+            except (RuntimeError, AssertionError, ValueError) as e:
+                fix = (f"{self.name} takes {self.in_channels} x {self.input_size} x {self.input_size} inputs: use "
+                       f"image_size={self.input_size}" if size != self.input_size else
+                       "give the side the model takes (model.input_size=..., or input_size= in Python)")
                 raise DgnamError(f"layer {layer} of {self.name} cannot be computed for a {size} x {size} image "
-                                 f"({first_line(e, 100)}); use a larger image_size") from None
+                                 f"({first_line(e, 100)}); {fix}, or a larger image_size") from None
         return self._shapes[key]
 
     def class_index(self, name: str | int) -> int:
@@ -260,7 +270,7 @@ def build_target(
         mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
         input_size = input_size or 224
     style = ALIAS_STYLE.get(arch)
-    aliases = _sequential_aliases(model, style, conv_relu, fc_relu) if style else {}
+    aliases = sequential_aliases(model, style, conv_relu, fc_relu) if style else {}
     return Target(model, mean, std, name=arch, input_size=input_size, aliases=aliases,
                   categories=categories, channels_last=channels_last).to(device)
 
@@ -276,3 +286,4 @@ def pick_device(device: str = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DgnamError(f"device {device!r} asked for, but CUDA is not available here; use device=auto or cpu")
     return dev
+

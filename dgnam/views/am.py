@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +30,48 @@ from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_r
 
 log = logging.getLogger(__name__)
 
+
+@dataclass
+class AMRun:
+    """What an activation maximization run computed, before anything is written: per layer the
+    units, the images (N, 3, H, W) in [0, 1] and the frames of each batch; a row of numbers per unit."""
+
+    plan: dict[str, list[Unit]]
+    images: dict[str, Tensor]
+    frames: dict[str, list[list[Tensor]]]
+    rows: list[dict]
+
+
 def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn.Module] | None = None,
-           extra_post_steps: Sequence[P.PostStep] = ()) -> dict:
+           extra_post_steps: Sequence[P.PostStep] = (), target: Target | None = None) -> dict:
     """Run activation maximization as ``cfg`` says and write PNGs, grids, animations, results.
 
     Returns ``{"out_dir", "results": [row per unit], "images": {layer: (N, 3, H, W)}}``.
-    ``param_factory`` overrides ``cfg.param`` (``(init, noise, generator) -> param``).
+    ``param_factory`` overrides ``cfg.param`` (``(init, noise, generator) -> param``); ``target``
+    overrides ``cfg.model``.
     """
+    am = compute_am(cfg, param_factory, extra_post_steps, target)
+    write_am(am, out_dir, cfg.get("output", {}))
+    return {"out_dir": str(out_dir), "results": am.rows, "images": am.images}
+
+
+def write_am(am: AMRun, out_dir: str | Path, ocfg: Mapping[str, Any]) -> None:
+    """The files of a run: per layer a PNG per unit, the grid and the animations; results.json/.csv."""
     out = Path(out_dir)
+    for layer, units in am.plan.items():
+        _save_layer(out, layer, units, am.images[layer], am.frames[layer], ocfg)
+    write_results(am.rows, out)
+
+
+def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None = None,
+               extra_post_steps: Sequence[P.PostStep] = (), target: Target | None = None) -> AMRun:
+    """Check every input, then optimize every unit of every layer of ``cfg`` (nothing written)."""
     pre = prepare(cfg)
     device, steps, batch_size, priors, init_cfg = pre.device, pre.steps, pre.batch_size, pre.priors, pre.init
     n_oct = int(OmegaConf.select(cfg, "octaves.n", default=1))
     sizes = octave_sizes(pre.size, n_oct, float(OmegaConf.select(cfg, "octaves.scale", default=1.2)))
     grad_norm = pre.grad_norm
-    target = build_target_from_cfg(cfg, device)
+    target = target.to(device) if target is not None else build_target_from_cfg(cfg, device)
     layers = cfg.layers if not isinstance(cfg.layers, str) else [cfg.layers]
     position = list(cfg.position) if cfg.get("position") is not None else None
     plan: dict[str, list[Unit]] = {}
@@ -65,6 +94,7 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
     resize = T.Resize(int(cfg.input_resize)) if cfg.get("input_resize") else None
     rows: list[dict] = []
     images_by_layer: dict[str, Tensor] = {}
+    frames_by_layer: dict[str, list[list[Tensor]]] = {}
     for layer, units in plan.items():
         imgs, frames_by_batch = [], []
         for start in range(0, len(units), batch_size):
@@ -104,13 +134,14 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
                 if u.kind == "neuron":
                     row.update({"x": u.x, "y": u.y})
                 rows.append(row)
-            imgs.append(res.images)
-            frames_by_batch.append(res.frames)
+            imgs.append(target.seen(res.images))
+            frames_by_batch.append([target.seen(f) for f in res.frames])
         images_by_layer[layer] = torch.cat(imgs)
-        _save_layer(out, layer, units, images_by_layer[layer], frames_by_batch, ocfg)
+        frames_by_layer[layer] = frames_by_batch
     bar.close()
-    write_results(rows, out)
-    return {"out_dir": str(out), "results": rows, "images": images_by_layer}
+    return AMRun(plan, images_by_layer, frames_by_layer, rows)
+
+
 
 
 @torch.no_grad()
