@@ -94,6 +94,27 @@ def neuron(layer: str, units: UnitIndex, x: int | None = None, y: int | None = N
     return Objective(fn, {layer}, f"neuron({layer}, {_fmt(units)}, x={x}, y={y})")
 
 
+def token_channel(layer: str, units: UnitIndex, start: int = 0) -> Objective:
+    """Mean of one channel over the tokens ``start:`` of a transformer layer (B, T, C): over the
+    patch tokens when ``start`` skips the class (and register) tokens."""
+
+    def fn(acts: Acts) -> Tensor:
+        act = acts[layer][:, start:]  # (B, T', C)
+        return _pick_channel(act.transpose(1, 2), units).mean(1)
+
+    return Objective(fn, {layer}, f"token_channel({layer}, {_fmt(units)}, start={start})")
+
+
+def token(layer: str, units: UnitIndex, index: int) -> Objective:
+    """One channel of one token of a transformer layer (B, T, C): the class token (``index`` 0) or
+    one patch position, a transformer's "neuron"."""
+
+    def fn(acts: Acts) -> Tensor:
+        return _pick_channel(acts[layer][:, index], units)
+
+    return Objective(fn, {layer}, f"token({layer}, {_fmt(units)}, index={index})")
+
+
 def class_logit(layer: str, units: UnitIndex) -> Objective:
     """A pre-softmax class logit (B, num_classes)."""
     obj = channel(layer, units)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from dgnam.core import objectives as O
 from dgnam.core.models import Target
 from dgnam.errors import DgnamError
 
-KINDS = ("auto", "class", "channel", "neuron", "unit")
+KINDS = ("auto", "class", "channel", "neuron", "unit", "cls")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,18 @@ class Unit:
     label: str
     x: int | None = None
     y: int | None = None
+    token: int | None = None  # a transformer layer (T, C): the token of a cls / neuron unit ...
+    start: int | None = None  # ... and its first patch token (after class/register tokens); None: no tokens
+
+
+def token_grid(tokens: int) -> tuple[int, int]:
+    """(prefix tokens, side of the square patch grid) of a transformer layer with ``tokens`` tokens:
+    197 = 1 class token + 14 x 14 patches."""
+    for prefix in range(9):
+        side = math.isqrt(tokens - prefix) if tokens > prefix else 0
+        if side and side * side == tokens - prefix:
+            return prefix, side
+    raise DgnamError(f"a layer of {tokens} tokens has no square patch grid (after up to 8 class/register tokens)")
 
 
 def _parse_units(spec: object, n: int, target: Target, is_class: bool) -> list[tuple[int, str]]:
@@ -89,6 +102,10 @@ def select_units(target: Target, layer: str, spec: object, kind: str = "auto",
     position, ``position`` = (x, y), default the centre), ``unit`` (an fc unit), or ``auto``
     (class on the logits layer, channel on conv layers, unit on fc layers; neuron if a position
     is given). ``size`` is the image side used to work out the layer's shape.
+
+    A transformer layer's tokens (T, C): ``channel`` is the mean of a channel over the patch tokens,
+    ``cls`` the channel of the class token, ``neuron`` the channel at one patch ``position``
+    (x, y) of the patch grid (default the centre).
     """
     if kind not in KINDS:
         raise DgnamError(f"unknown unit kind {kind!r}; valid: {', '.join(KINDS)}")
@@ -96,6 +113,11 @@ def select_units(target: Target, layer: str, spec: object, kind: str = "auto",
     shape = target.layer_shape(layer, size)
     is_logits = node == target.aliases["logits"]
     spatial = len(shape) == 3
+    if len(shape) == 2 and not is_logits:
+        return _token_units(target, layer, spec, kind, position, shape)
+    if kind == "cls":
+        raise DgnamError(f"unit kind 'cls' needs a transformer layer (tokens x channels), but {layer} has shape "
+                         f"{tuple(shape)}")
     if kind == "auto":
         kind = "class" if is_logits else ("neuron" if spatial and position is not None
                                           else "channel" if spatial else "unit")
@@ -115,10 +137,38 @@ def select_units(target: Target, layer: str, spec: object, kind: str = "auto",
     return [Unit(layer, i, kind, label, x, y) for i, label in picked]
 
 
+def _token_units(target: Target, layer: str, spec: object, kind: str, position: Sequence[int] | None,
+                 shape: tuple[int, ...]) -> list[Unit]:
+    """Units of a transformer layer (T, C); see :func:`select_units`."""
+    tokens, channels = shape
+    start, side = token_grid(tokens)
+    if kind == "auto":
+        kind = "neuron" if position is not None else "channel"
+    if kind not in ("channel", "cls", "neuron"):
+        raise DgnamError(f"unit kind {kind!r} does not fit {layer}, a transformer layer of {tokens} tokens x "
+                         f"{channels} channels; valid: channel (mean over patches), cls, neuron (a patch position)")
+    if kind == "cls" and start == 0:
+        raise DgnamError(f"{layer} has no class token ({tokens} tokens = {side} x {side} patches); use channel or neuron")
+    token = 0 if kind == "cls" else None
+    x = y = None
+    if kind == "neuron":
+        x, y = (int(position[0]), int(position[1])) if position is not None else (side // 2, side // 2)
+        if (position is not None and len(position) != 2) or not (0 <= x < side and 0 <= y < side):
+            raise DgnamError(f"position={list(position or [])} must be [x, y] inside the {side} x {side} patch grid "
+                             f"of {layer}")
+        token = start + y * side + x
+    picked = _parse_units(spec, channels, target, False)
+    return [Unit(layer, i, kind, label, x, y, token, start) for i, label in picked]
+
+
 def objective_for(units: Sequence[Unit]) -> O.Objective:
     """One batched objective: item b maximizes ``units[b]`` (all of one layer and kind)."""
     first = units[0]
     idx = [u.index for u in units]
+    if first.token is not None:
+        return O.token(first.layer, idx, first.token)
+    if first.start is not None:
+        return O.token_channel(first.layer, idx, first.start)
     if first.kind == "neuron":
         return O.neuron(first.layer, idx, first.x, first.y)
     if first.kind == "class":

@@ -56,6 +56,21 @@ def _metadata(model: nn.Module) -> dict:
     return meta
 
 
+BLOCK_PREFIXES = ("encoder.layers.encoder_layer_", "blocks.")  # torchvision's and timm's transformer blocks
+
+
+def block_aliases(target: Target) -> dict[str, str]:
+    """``block0``, ``block1`` ... -> the output node of each block of a vision transformer (the last
+    graph node under ``encoder.layers.encoder_layer_<i>.``, torchvision, or ``blocks.<i>.``, timm)."""
+    out: dict[str, str] = {}
+    for prefix in BLOCK_PREFIXES:
+        for node in target.nodes:  # topological order: the last node of a block is its output
+            head, _, rest = node[len(prefix):].partition(".") if node.startswith(prefix) else ("", "", "")
+            if head.isdigit() and rest:
+                out[f"block{head}"] = node
+    return out
+
+
 PROBE_SIZES = (224, 32, 28, 64, 96, 128, 160, 192, 256, 299, 384)  # common input sides, tried in turn
 
 
@@ -125,6 +140,7 @@ def wrap_model(
         names = imagenet_categories() if last and last[-1].out_features == 1000 else None
     target = Target(model, mean, std, name=name, input_size=int(input_size or meta.get("input_size", 224)),
                     categories=names, channels_last=channels_last, fixed_size=meta.get("fixed_size", False)).to(device)
+    target.aliases.update(block_aliases(target))
     if "fixed_size" not in meta:
         _check_input_size(target, input_size)
     if categories is not None:
