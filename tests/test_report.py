@@ -244,7 +244,8 @@ def test_presets_compose(compose):
     assert len(units) == 20 == len(set(units)) and all(0 <= u < 1000 for u in units)
     assert cfg.layers == "logits" and cfg.unit == "class" and cfg.name == "compare"
     assert cfg.hydra.sweeper.params.method.split(",") == ["pixel", "yosinski", "lucid", "maco", "dgnam", "dgnam_tuned",
-                                                          "dgnam_tr", "dgnam_latent", "dgnam_spatial", "latent_am"]
+                                                          "dgnam_tr", "dgnam_latent", "dgnam_spatial", "dgnam_perceptual",
+                                                          "latent_am"]
     assert list(cfg.report.methods_order) == cfg.hydra.sweeper.params.method.split(",")
     assert cfg.report.stats_size == 224
     assert cfg.hydra.callbacks.report._target_ == "dgnam.eval.run.ReportCallback"

@@ -158,7 +158,7 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, max_step: int | None 
                 ys.append(float(r[key]))
         return xs, ys
 
-    keys = [k for k in ("train/image", "train/latent", "train/feature", "train/adversarial", "train/total")
+    keys = [k for k in ("train/image", "train/latent", "train/feature", "train/perceptual", "train/adversarial", "train/total")
             if rows and k in rows[0]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for k in keys:
