@@ -101,3 +101,19 @@ def test_validation_reports_the_encoder_s_top1_agreement(tiny_target):
         y = torch.rand(6, 3, 32, 32)
         py = tiny_target(y, ["logits"])["logits"].argmax(1)
     assert m.top1_agreement(y, x).item() == pytest.approx((px == py).float().mean().item())
+
+
+def test_the_shipped_perceptual_prior_is_a_fine_tune_of_the_spatial_one():
+    """Same encoder, spec, code statistics' source and decoder; a different head."""
+    from conftest import REPO
+
+    a, ia = load_prior(REPO / "dgnam" / "priors" / "mobilenet_v2_latent_spatial_g128.pt")
+    b, ib = load_prior(REPO / "dgnam" / "priors" / "mobilenet_v2_latent_spatial_perceptual_g128.pt")
+    assert ia["encoder"] == ib["encoder"] and ia["spec"] == ib["spec"]
+    assert torch.allclose(ia["code_mean"], ib["code_mean"], rtol=1e-3, atol=1e-4)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith("decoder."))
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("head.") and k.endswith("weight"))
+    cfg = ib["extra"]["config"]
+    assert cfg["loss"]["weights"]["perceptual"] > 0 and cfg["generator"]["init_from"].endswith(
+        "mobilenet_v2_latent_spatial_g128.pt")

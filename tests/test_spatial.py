@@ -144,10 +144,11 @@ def test_a_latent_prior_run_resumes_from_its_checkpoint(compose, tmp_path):
     assert again["global_step"] > first["global_step"]
 
 
-def test_the_shipped_spatial_prior_loads_and_draws_from_its_code():
+@pytest.mark.parametrize("name", ["mobilenet_v2_latent_spatial_g128.pt", "mobilenet_v2_latent_spatial_perceptual_g128.pt"])
+def test_the_shipped_spatial_priors_load_and_draw_from_their_code(name):
     from conftest import REPO
 
-    path = REPO / "dgnam" / "priors" / "mobilenet_v2_latent_spatial_g128.pt"
+    path = REPO / "dgnam" / "priors" / name
     g, info = load_prior(path)
     assert isinstance(g, LatentGenerator) and info["kind"] == "latent" and info["resolution"] == 128
     assert info["code_dim"] == 576 * 8 * 8 and g.spec["code_shape"] == [576, 8, 8]
