@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PRECISIONS = ("fp32", "bf16")  # Target(precision=...): float32, or bfloat16 autocast of the forward pass
 INPUT = "input"  # pseudo-layer: the (transformed) image in [0, 1], before normalization
 
 # Caffe-style aliases (conv5_3, pool5, fc6 ...) are derived from the module order; the style says
@@ -88,6 +89,10 @@ class Target(nn.Module):
         categories: class names of the output logits, if known.
         channels_last: run convolutions in NHWC memory layout (faster on CPU with oneDNN and on
             GPUs; measured ~1.4x for VGG16 at batch 8 on CPU); results are the same.
+        compile: run each layer set's extractor through ``torch.compile`` (the first call of a layer
+            set and image size compiles it; see benchmarks/RESULTS.md for when it pays).
+        precision: ``fp32``, or ``bf16`` for bfloat16 autocast of the forward pass (CUDA, or CPUs
+            with bf16 support); activations are returned as float32.
     """
 
     def __init__(
@@ -100,8 +105,13 @@ class Target(nn.Module):
         aliases: dict[str, str] | None = None,
         categories: Sequence[str] | None = None,
         channels_last: bool = True,
+        compile: bool = False,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
+        if precision not in PRECISIONS:
+            raise DgnamError(f"unknown model.precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        self.compile, self.precision = bool(compile), precision
         for m in model.modules():  # in-place ReLUs would overwrite pre-ReLU activations we return
             if hasattr(m, "inplace"):
                 m.inplace = False
@@ -148,7 +158,8 @@ class Target(nn.Module):
 
     def _extractor(self, nodes: tuple[str, ...]) -> nn.Module:
         if nodes not in self._extractors:
-            self._extractors[nodes] = create_feature_extractor(self.model, return_nodes=list(nodes)).eval()
+            ex = create_feature_extractor(self.model, return_nodes=list(nodes)).eval()
+            self._extractors[nodes] = torch.compile(ex) if self.compile else ex
         return self._extractors[nodes]
 
     def forward(self, image: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
@@ -164,7 +175,12 @@ class Target(nn.Module):
             x = self.normalize(image)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            feats = self._extractor(nodes)(x)
+            if self.precision == "bf16":
+                with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                    feats = self._extractor(nodes)(x)
+                feats = {k: v.float() for k, v in feats.items()}
+            else:
+                feats = self._extractor(nodes)(x)
             out = {layer: feats[node] for layer, node in resolved.items() if node != INPUT}
         if INPUT in resolved.values():
             out.update({layer: image for layer, node in resolved.items() if node == INPUT})
@@ -217,6 +233,8 @@ def build_target(
     conv_relu: bool = False,
     fc_relu: bool = True,
     channels_last: bool = True,
+    compile: bool = False,
+    precision: str = "fp32",
     download_timeout: float = 20.0,
     device: str | torch.device = "cpu",
 ) -> Target:
@@ -229,6 +247,7 @@ def build_target(
 
     Aliases: conv layers (``conv5_3``, ``conv1``) are pre-ReLU unless ``conv_relu``; ``fc6``/``fc7``
     are post-ReLU unless ``fc_relu`` is false; ``fc8`` and ``logits`` are the pre-softmax logits.
+    ``compile`` and ``precision``: see :class:`Target`.
     """
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
@@ -262,7 +281,8 @@ def build_target(
     style = ALIAS_STYLE.get(arch)
     aliases = _sequential_aliases(model, style, conv_relu, fc_relu) if style else {}
     return Target(model, mean, std, name=arch, input_size=input_size, aliases=aliases,
-                  categories=categories, channels_last=channels_last).to(device)
+                  categories=categories, channels_last=channels_last, compile=compile,
+                  precision=precision).to(device)
 
 
 def pick_device(device: str = "auto") -> torch.device:
