@@ -165,6 +165,8 @@ TRAIN: tuple[Range, ...] = (
     positive("trainer.limit_val_batches", **N), count("trainer.progress_bar_refresh", 0, **N),
     count("trainer.check_val_every_n_epoch", **N), count("trainer.num_sanity_val_steps", 0, also=(-1,), **N),
     positive("trainer.checkpoint_every_minutes", **N),
+    count("trainer.devices", why="processes (GPUs, or CPU processes on gloo) per node"),
+    count("trainer.num_nodes", why="machines, each running trainer.devices processes"),
     count("callbacks.*.save_top_k", 0, also=(-1,)), positive("callbacks.periodic_checkpoint.minutes", **N),
     count("callbacks.progress_bar.refresh_rate", 0),
 )

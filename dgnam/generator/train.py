@@ -214,6 +214,17 @@ def _collate():
     return collate
 
 
+def rank_device(device: torch.device) -> torch.device:
+    """Under a distributed launch (``trainer=ddp``: Lightning's launcher, or SLURM, sets ``LOCAL_RANK``),
+    a CUDA device becomes this process's own GPU; the CPU stays the CPU."""
+    local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
+    if device.type != "cuda" or local is None or device.index is not None:
+        return device
+    dev = torch.device("cuda", int(local))
+    torch.cuda.set_device(dev)
+    return dev
+
+
 def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train a generator prior as ``cfg`` says; returns paths and final metrics.
 
@@ -222,10 +233,16 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     validation data, callbacks that monitor a ``val/`` metric are left out; with
     ``trainer.enable_progress_bar=false``, progress bars.
 
+    With ``trainer=ddp`` (``trainer.strategy``, ``trainer.devices``, ``trainer.num_nodes``) Lightning
+    runs one process per device; each builds the same parts, code statistics and data, trains on its
+    share of the batches, and rank 0 alone writes checkpoints, logs, grids and the prior.
+
     Returns ``{"run_dir", "prior", "best_ckpt", "last_ckpt", "val_mse", "iterations",
-    "global_step", "skipped_images", "code_dim", "resolution"}``."""
+    "global_step", "skipped_images", "code_dim", "resolution"}`` (on ranks other than 0:
+    ``{"run_dir", "prior": None, "rank", "iterations", "global_step"}``)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+    from lightning.pytorch.utilities import rank_zero_only
 
     check_numbers(cfg)
     out = Path(out_dir) if out_dir is not None else run_dir()
@@ -235,8 +252,8 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
         cfg.run_dir = str(out)  # ${run_dir}: where the callbacks and loggers write
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    seed_everything(int(cfg.seed))
-    device = pick_device(cfg.get("device", "auto"))
+    seed_everything(int(cfg.seed))  # the same on every rank: each builds the same parts and statistics
+    device = rank_device(pick_device(cfg.get("device", "auto")))
     res = int(cfg.resolution)
 
     ckpt_path = cfg.get("ckpt_path")
@@ -281,16 +298,16 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     best_cb = next((c for c in ckpts if c.monitor), None)
     tcfg.setdefault("enable_checkpointing", bool(ckpts))  # callbacks=none: no Lightning default either
     loggers = build_group(cfg.get("logger"))
-    for lg in loggers if resume_step is not None else []:
+    for lg in loggers if resume_step is not None and rank_zero_only.rank == 0 else []:
         if isinstance(lg, CSVLogger) and (n := lg.resume_at(resume_step)):
             log.info("%d rows logged from step %d on (after the checkpoint) moved to %s/metrics.replaced.csv",
                      n, resume_step, lg.log_dir)
     if cfg.generator.get("standardize_input", True) and not ckpt_path and not cfg.generator.get("init_from"):
+        # every rank computes the same statistics (same seed, same images, same order): G starts alike
         st = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
                                 device)
         parts["generator"].set_input_stats(st["code_mean"], st["code_std"])
-    trainer = L.Trainer(**tcfg, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-                        precision=precision, default_root_dir=str(out), logger=loggers or False, callbacks=callbacks,
+    trainer = L.Trainer(**tcfg, accelerator="gpu" if device.type == "cuda" else "cpu", precision=precision, default_root_dir=str(out), logger=loggers or False, callbacks=callbacks,
                         plugins=[AtomicCheckpointIO()])
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
@@ -298,6 +315,9 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
         if trainer.interrupted:  # Lightning's graceful Ctrl-C ends in exit(1); the CLI says "interrupted", 130
             raise KeyboardInterrupt from None
         raise
+    if not trainer.is_global_zero:  # rank 0 writes the prior; the others are done
+        return {"run_dir": str(out), "prior": None, "rank": trainer.global_rank,
+                "iterations": int(module.iteration), "global_step": int(trainer.global_step)}
 
     # the prior: best weights by validation reconstruction when there are any, else the last
     best = best_cb.best_model_path if best_cb is not None and best_cb.best_model_path else None
