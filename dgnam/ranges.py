@@ -115,7 +115,8 @@ N = {"null": True}  # null allowed: the feature off, or the default
 
 #: ``visualize.py``: every mode and method.
 VISUALIZE: tuple[Range, ...] = (
-    _r("seed", integer=True), count("steps"), count("batch_size"), count("image_size", 8), count("input_resize", 8, **N),
+    _r("seed", integer=True), count("steps"), count("batch_size"), count("shard.count", why="jobs the units are split over"),
+    count("shard.index", 0, why="this job's block of the units, 0 .. shard.count - 1"), count("image_size", 8), count("input_resize", 8, **N),
     _r("init.low", 0, 1), _r("init.high", 0, 1), count("octaves.n"), _r("octaves.scale", 1, open_low=True),
     count("output.grid_cols"), count("output.frame_every"), count("output.fps"),
     *optimizer_ranges("optimizer"),
