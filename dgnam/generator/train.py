@@ -23,6 +23,7 @@ from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.checkpoints import AtomicCheckpointIO, check_resume, load_generator_weights
 from dgnam.generator.config_checks import check_numbers
+from dgnam.generator.datamodule import check_decodable, compute_code_stats
 from dgnam.generator.encoder import Comparator, Encoder, Perceptual
 from dgnam.generator.latent import CODE_KINDS, LatentGenerator, head_spec
 from dgnam.generator.latent_module import LatentGeneratorModule
@@ -30,7 +31,6 @@ from dgnam.generator.loggers import CSVLogger
 from dgnam.generator.losses import Balancer
 from dgnam.generator.module import GeneratorModule
 from dgnam.generator.prior import KINDS, init_from_prior, save_prior
-from dgnam.generator.stats import CodeStats
 from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, TAEF2Encoder
 
 log = logging.getLogger(__name__)
@@ -117,64 +117,6 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
             "discriminator": discriminator, "module": module, "spec": spec, "latent_encoder": latent_encoder}
 
 
-@torch.no_grad()
-def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | None,
-                       device: torch.device) -> dict[str, torch.Tensor]:
-    """Per-unit code statistics over the training images (every cached view, or E on real images)."""
-    from dgnam.generator.cache import CachedCodes
-
-    st = CodeStats()
-    ds = dm.train_set
-    if isinstance(ds, CachedCodes):
-        codes = ds.codes[: max_images or None]
-        for i in range(0, codes.shape[0], 1024):  # in chunks: float64 sums of a large spatial code need ~8x its fp16 size
-            st.update(codes[i : i + 1024].float())
-    else:
-        loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False,
-                                             num_workers=dm.num_workers, collate_fn=_collate())
-        seen = skipped = 0
-        for b in loader:
-            skipped += int(b["skipped"])
-            if b["image"].shape[0] == 0:
-                continue
-            st.update(encoder(b["image"].to(device)))
-            seen += b["image"].shape[0]
-            if max_images and seen >= max_images:
-                break
-        if not seen:
-            raise _no_images(dm, skipped)
-    return st.result(k)
-
-
-def check_decodable(dm: Any) -> None:
-    """Before training: the training set yields at least one image (a folder or Parquet of files
-    that do not decode would train on empty batches). Reads batches until the first good one."""
-    from dgnam.generator.cache import CachedCodes
-
-    ds = dm.train_set
-    if isinstance(ds, CachedCodes):
-        return  # the cache refuses a source without a decodable image when it is written
-    loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False, num_workers=0,
-                                         collate_fn=_collate())
-    skipped = 0
-    py_state, np_state = random.getstate(), np.random.get_state()
-    try:  # the random crops and flips of this look must not change what the run draws after it
-        with torch.random.fork_rng(devices=[]):
-            for b in loader:
-                if b["image"].shape[0]:
-                    return
-                skipped += int(b["skipped"])
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-    raise _no_images(dm, skipped)
-
-
-def _no_images(dm: Any, skipped: int) -> DgnamError:
-    return DgnamError(f"no decodable training images in {dm.train_src}: all {skipped} items were skipped "
-                      f"(files or Parquet cells that do not decode as images)")
-
-
 def write_prior(cfg: DictConfig, dm: Any, parts: dict[str, Any], out: Path, device: torch.device,
                 extra: dict[str, Any]) -> Path:
     """Code statistics over the training data, then G (as it is now) and them into the prior file."""
@@ -206,12 +148,6 @@ def export_checkpoint(cfg: DictConfig, dm: Any, parts: dict[str, Any], ckpt: Pat
     return {"run_dir": str(out), "prior": str(prior_path), "best_ckpt": str(ckpt), "last_ckpt": None,
             "val_mse": best, "iterations": iterations, "global_step": iterations, "skipped_images": 0,
             "code_dim": parts["encoder"].code_dim, "resolution": int(cfg.resolution)}
-
-
-def _collate():
-    from dgnam.generator.data import collate
-
-    return collate
 
 
 def rank_device(device: torch.device) -> torch.device:
