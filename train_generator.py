@@ -29,6 +29,8 @@ __all__ = ["main", "run"]
 @guarded
 def main(cfg: DictConfig) -> None:
     out = run(cfg)
+    if out["prior"] is None:  # a rank other than 0 of trainer=ddp: rank 0 says where the prior is
+        return
     print(f"prior: {out['prior']}  val_mse: {out['val_mse']}  steps: {out['iterations']}")
 
 

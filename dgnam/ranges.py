@@ -115,7 +115,8 @@ N = {"null": True}  # null allowed: the feature off, or the default
 
 #: ``visualize.py``: every mode and method.
 VISUALIZE: tuple[Range, ...] = (
-    _r("seed", integer=True), count("steps"), count("batch_size"), count("image_size", 8), count("input_resize", 8, **N),
+    _r("seed", integer=True), count("steps"), count("batch_size"), count("shard.count", why="jobs the units are split over"),
+    count("shard.index", 0, why="this job's block of the units, 0 .. shard.count - 1"), count("image_size", 8), count("input_resize", 8, **N),
     _r("init.low", 0, 1), _r("init.high", 0, 1), count("octaves.n"), _r("octaves.scale", 1, open_low=True),
     count("output.grid_cols"), count("output.frame_every"), count("output.fps"),
     *optimizer_ranges("optimizer"),
@@ -165,6 +166,8 @@ TRAIN: tuple[Range, ...] = (
     positive("trainer.limit_val_batches", **N), count("trainer.progress_bar_refresh", 0, **N),
     count("trainer.check_val_every_n_epoch", **N), count("trainer.num_sanity_val_steps", 0, also=(-1,), **N),
     positive("trainer.checkpoint_every_minutes", **N),
+    count("trainer.devices", why="processes (GPUs, or CPU processes on gloo) per node"),
+    count("trainer.num_nodes", why="machines, each running trainer.devices processes"),
     count("callbacks.*.save_top_k", 0, also=(-1,)), positive("callbacks.periodic_checkpoint.minutes", **N),
     count("callbacks.progress_bar.refresh_rate", 0),
 )

@@ -430,7 +430,13 @@ def test_periodic_checkpoint_writes_last_every_interval(tmp_path):
     now = [0.0]
     written = []
 
+    class FakeStrategy:  # one process: broadcast returns its argument
+        def broadcast(self, obj, src=0):
+            return obj
+
     class FakeTrainer:
+        strategy, is_global_zero = FakeStrategy(), True
+
         def save_checkpoint(self, path, weights_only=None):
             assert weights_only is False  # the full training state (Lightning warns when it is not given)
             Path(path).write_text(str(now[0]))

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PRECISIONS = ("fp32", "bf16")  # Target(precision=...): float32, or bfloat16 autocast of the forward pass
 INPUT = "input"  # pseudo-layer: the (transformed) image in [0, 1], before normalization
 OUTPUT = "output"  # the model's output, for a target read with forward hooks (no fx graph)
 GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma: RGB -> the single channel of a grey-input model
@@ -51,6 +52,10 @@ class Target(nn.Module):
             GPUs; measured ~1.4x for VGG16 at batch 8 on CPU); results are the same.
         fixed_size: the model takes only ``input_size`` x ``input_size`` images (a vision
             transformer with a fixed position embedding): every image is resized to it first.
+        compile: run each layer set's extractor through ``torch.compile`` (the first call of a layer
+            set and image size compiles it; see benchmarks/RESULTS.md for when it pays).
+        precision: ``fp32``, or ``bf16`` for bfloat16 autocast of the forward pass (CUDA, or CPUs
+            with bf16 support); activations are returned as float32.
     """
 
     def __init__(
@@ -64,11 +69,16 @@ class Target(nn.Module):
         categories: Sequence[str] | None = None,
         channels_last: bool = True,
         fixed_size: bool = False,
+        compile: bool = False,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         if len(mean) != len(std) or len(mean) not in (1, 3):
             raise DgnamError(f"mean={list(mean)} and std={list(std)} need one value per input channel (3, or 1 "
                              f"for a grey-input model)")
+        if precision not in PRECISIONS:
+            raise DgnamError(f"unknown model.precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+        self.compile, self.precision = bool(compile), precision
         for m in model.modules():  # in-place ReLUs would overwrite pre-ReLU activations we return
             if hasattr(m, "inplace"):
                 m.inplace = False
@@ -138,7 +148,8 @@ class Target(nn.Module):
 
     def _extractor(self, nodes: tuple[str, ...]) -> nn.Module:
         if nodes not in self._extractors:
-            self._extractors[nodes] = create_feature_extractor(self.model, return_nodes=list(nodes)).eval()
+            ex = create_feature_extractor(self.model, return_nodes=list(nodes)).eval()
+            self._extractors[nodes] = torch.compile(ex) if self.compile else ex
         return self._extractors[nodes]
 
     def _hooked(self, x: Tensor, nodes: tuple[str, ...]) -> dict[str, Tensor]:
@@ -171,7 +182,11 @@ class Target(nn.Module):
             x = self.normalize(image)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            feats = self._extractor(nodes)(x) if self.traced else self._hooked(x, nodes)
+            bf16 = self.precision == "bf16"
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                feats = self._extractor(nodes)(x) if self.traced else self._hooked(x, nodes)
+            if bf16:
+                feats = {k: v.float() for k, v in feats.items()}
             out = {layer: feats[node] for layer, node in resolved.items() if node != INPUT}
         if INPUT in resolved.values():
             out.update({layer: image for layer, node in resolved.items() if node == INPUT})
@@ -227,6 +242,8 @@ def build_target(
     conv_relu: bool = False,
     fc_relu: bool = True,
     channels_last: bool = True,
+    compile: bool = False,
+    precision: str = "fp32",
     download_timeout: float = 20.0,
     device: str | torch.device = "cpu",
 ) -> Target:
@@ -239,6 +256,7 @@ def build_target(
 
     Aliases: conv layers (``conv5_3``, ``conv1``) are pre-ReLU unless ``conv_relu``; ``fc6``/``fc7``
     are post-ReLU unless ``fc_relu`` is false; ``fc8`` and ``logits`` are the pre-softmax logits.
+    ``compile`` and ``precision``: see :class:`Target`.
     """
     available = torchvision.models.list_models(module=torchvision.models)
     if arch not in available:
@@ -272,7 +290,8 @@ def build_target(
     style = ALIAS_STYLE.get(arch)
     aliases = sequential_aliases(model, style, conv_relu, fc_relu) if style else {}
     return Target(model, mean, std, name=arch, input_size=input_size, aliases=aliases,
-                  categories=categories, channels_last=channels_last).to(device)
+                  categories=categories, channels_last=channels_last, compile=compile,
+                  precision=precision).to(device)
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -161,6 +161,19 @@ def _token_units(target: Target, layer: str, spec: object, kind: str, position: 
     return [Unit(layer, i, kind, label, x, y, token, start) for i, label in picked]
 
 
+def shard_units(units: Sequence[Unit], index: int = 0, count: int = 1) -> list[Unit]:
+    """Shard ``index`` of ``count`` of ``units``: a contiguous block (blocks differ in size by at
+    most one unit; together, in index order, they are ``units``). The jobs of a sweep over
+    ``shard.index=range(0,count)`` run the units of one large job between them."""
+    index, count = int(index), int(count)
+    if not 0 <= index < count:
+        raise DgnamError(f"shard.index={index} must be in 0 .. shard.count - 1 = {count - 1}")
+    n = len(units)
+    if count > n:
+        raise DgnamError(f"shard.count={count} is more than the {n} units selected; give at most {n}")
+    return list(units[index * n // count : (index + 1) * n // count])
+
+
 def objective_for(units: Sequence[Unit]) -> O.Objective:
     """One batched objective: item b maximizes ``units[b]`` (all of one layer and kind)."""
     first = units[0]

@@ -93,21 +93,40 @@ def _run_model(run: Path) -> dict[str, Any]:
             wfile = OmegaConf.select(cfg, "model.weights_file", default=None)
         except Exception:  # an interpolation that cannot be resolved here
             wfile = None
-        return {"arch": arch, "weights_file": wfile}
+        shard = (OmegaConf.select(cfg, "shard.index", default=0), OmegaConf.select(cfg, "shard.count", default=1))
+        return {"arch": arch, "weights_file": wfile, "shard": shard}
     except Exception:
         return {}
+
+
+def check_shards(seen: Mapping[tuple[str, int], set[tuple[int, int]]]) -> list[str]:
+    """``seen``: (method, seed) -> the (shard.index, shard.count) of the runs that gave its rows.
+    Returns one line per (method, seed) whose shards are not all there (and logs it): a report over
+    part of a sharded job says so."""
+    lines = []
+    for (method, seed), shards in sorted(seen.items()):
+        for count in sorted({c for _, c in shards}):
+            missing = sorted(set(range(count)) - {i for i, c in shards if c == count})
+            if missing:
+                lines.append(f"method {method} seed {seed}: shard(s) {', '.join(map(str, missing))} of {count} "
+                             f"missing (give every shard's sweep directory in report.runs)")
+                log.warning("%s", lines[-1])
+    return lines
 
 
 def gather_rows(runs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Rows of every ``results.json`` under ``runs`` (run or sweep directories), each with
     ``run`` (its directory), ``source`` (the PNG's absolute path) and ``target`` (the arch, if
     recorded). Rows without a PNG are skipped; a later duplicate (same method, seed, layer, unit)
-    replaces an earlier one."""
+    replaces an earlier one. The shards of a sharded job (``shard.index`` of ``shard.count`` in each
+    run's ``.hydra/config.yaml``), from one sweep directory or several, join up into one set of rows;
+    missing shards are logged (:func:`check_shards`)."""
     rows: dict[tuple, dict[str, Any]] = {}
     dirs = [d for r in runs for d in find_run_dirs(r)]
     if not dirs:
         raise DgnamError("no runs given; e.g. report.runs=[outputs/am/2026-01-01_12-00-00]")
     skipped = replaced = 0
+    shards: dict[tuple[str, int], set[tuple[int, int]]] = {}
     for d in dirs:
         res_file = d / "results.json"
         try:
@@ -118,6 +137,8 @@ def gather_rows(runs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
             raise DgnamError(f"{res_file} holds a {type(data).__name__}, not a list of result rows")
         model = _run_model(d)
         for row in data:
+            if "shard" in model and "method" in row and "seed" in row:
+                shards.setdefault((row["method"], int(row["seed"])), set()).add(tuple(map(int, model["shard"])))
             missing = [k for k in REQUIRED_KEYS if k not in row]
             if missing:
                 raise DgnamError(f"{res_file}: a row lacks the key {missing[0]!r} (is it from mode=am?)")
@@ -135,6 +156,7 @@ def gather_rows(runs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         log.warning("%d rows without a PNG (output.png=false) skipped", skipped)
     if replaced:
         log.warning("%d duplicate rows (same method, seed, layer, unit) replaced by later runs", replaced)
+    check_shards(shards)
     return list(rows.values())
 
 

@@ -31,11 +31,13 @@ class PeriodicCheckpoint(Callback):
         now = self.clock()
         if self.started is None:
             self.started = now
-        elif now - self.started >= self.seconds:
+        # rank 0's clock decides for every rank: saving is collective under DDP
+        elif trainer.strategy.broadcast(now - self.started >= self.seconds, src=0):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(tmp, weights_only=False)
-            os.replace(tmp, self.path)
+            trainer.save_checkpoint(tmp, weights_only=False)  # written by rank 0
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
             self.started, self.saves = now, self.saves + 1
 
 
@@ -47,8 +49,8 @@ class InterruptCheckpoint(Callback):
         self.path = Path(path)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        if not isinstance(exception, KeyboardInterrupt) or trainer.sanity_checking:
-            return
+        if not isinstance(exception, KeyboardInterrupt) or trainer.sanity_checking or trainer.world_size > 1:
+            return  # under DDP a lone rank cannot write (saving is collective): the periodic last.ckpt stands
         self.path.parent.mkdir(parents=True, exist_ok=True)
         trainer.save_checkpoint(self.path, weights_only=False)
         print(f"interrupted: the training state is in {self.path}; resume with ckpt_path={self.path} and the "
@@ -74,7 +76,7 @@ class SampleGrids(Callback):
         self.dirpath = Path(dirpath) if dirpath is not None else None
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:  # one grid per validation, from rank 0
             return
         grid = pl_module.fixed_grid()
         if grid is None:
@@ -89,3 +91,44 @@ class SampleGrids(Callback):
         from torchvision.utils import save_image
 
         save_image(grid, root / f"epoch{trainer.current_epoch:03d}-it{step:07d}.png")
+
+
+class WeightDigests(Callback):
+    """A check of distributed training: after every ``every``-th training batch (and at the start),
+    append the step and a SHA-256 digest of G's and D's parameters and buffers to
+    ``<dirpath>/rank<R>.jsonl``, one file per rank. Under DDP every rank must write the same lines
+    (``trainer=ddp +callbacks.weight_digests._target_=dgnam.generator.callbacks.WeightDigests
+    +callbacks.weight_digests.dirpath=<dir>``, then compare the files)."""
+
+    def __init__(self, dirpath: str | os.PathLike, every: int = 1) -> None:
+        self.dirpath, self.every = Path(dirpath), int(every)
+
+    @staticmethod
+    def digest(pl_module: Any) -> dict[str, str]:
+        import hashlib
+
+        out = {}
+        for name in ("generator", "discriminator"):
+            m = getattr(pl_module, name, None)
+            if m is None:
+                continue
+            h = hashlib.sha256()
+            for k, v in sorted(m.state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+            out[name] = h.hexdigest()
+        return out
+
+    def _write(self, trainer: Any, pl_module: Any) -> None:
+        import json
+
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        with open(self.dirpath / f"rank{trainer.global_rank}.jsonl", "a") as f:
+            f.write(json.dumps({"step": int(pl_module.iteration), **self.digest(pl_module)}) + "\n")
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._write(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if int(pl_module.iteration) % self.every == 0:
+            self._write(trainer, pl_module)

@@ -1,17 +1,21 @@
 """The LightningDataModule of generator training: :class:`ImageDataModule` serves training and
 validation batches from Parquet files, image folders or synthetic images (datasets in
 :mod:`dgnam.generator.data`), either decoded on the fly or, with ``cache``, as stored codes
-(:func:`dgnam.generator.cache.load_or_encode`; synthetic images are encoded in memory).
+(:func:`dgnam.generator.cache.load_or_encode`; synthetic images are encoded in memory). Also what
+training asks of the training set before it starts and at export: :func:`check_decodable` and
+:func:`compute_code_stats`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -25,6 +29,7 @@ from dgnam.generator.data import (
     expand_files,
     open_source,
 )
+from dgnam.generator.stats import CodeStats
 
 log = logging.getLogger(__name__)
 
@@ -142,3 +147,60 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         self.setup("fit")
         return self._loader(self.val_set, False) if self.val_set is not None else []
+
+
+# --------------------------------------------------------------------------------------------------
+# Before training and at export: what the training set yields
+# --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def compute_code_stats(dm: Any, encoder: Any, k: float, max_images: int | None,
+                       device: torch.device) -> dict[str, torch.Tensor]:
+    """Per-unit code statistics over the training images (every cached view, or E on real images)."""
+    st = CodeStats()
+    ds = dm.train_set
+    if isinstance(ds, CachedCodes):
+        codes = ds.codes[: max_images or None]
+        for i in range(0, codes.shape[0], 1024):  # in chunks: float64 sums of a large spatial code need ~8x its fp16 size
+            st.update(codes[i : i + 1024].float())
+    else:
+        loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False,
+                                             num_workers=dm.num_workers, collate_fn=collate)
+        seen = skipped = 0
+        for b in loader:
+            skipped += int(b["skipped"])
+            if b["image"].shape[0] == 0:
+                continue
+            st.update(encoder(b["image"].to(device)))
+            seen += b["image"].shape[0]
+            if max_images and seen >= max_images:
+                break
+        if not seen:
+            raise _no_images(dm, skipped)
+    return st.result(k)
+
+
+def check_decodable(dm: Any) -> None:
+    """Before training: the training set yields at least one image (a folder or Parquet of files
+    that do not decode would train on empty batches). Reads batches until the first good one."""
+    ds = dm.train_set
+    if isinstance(ds, CachedCodes):
+        return  # the cache refuses a source without a decodable image when it is written
+    loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False, num_workers=0,
+                                         collate_fn=collate)
+    skipped = 0
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:  # the random crops and flips of this look must not change what the run draws after it
+        with torch.random.fork_rng(devices=[]):
+            for b in loader:
+                if b["image"].shape[0]:
+                    return
+                skipped += int(b["skipped"])
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    raise _no_images(dm, skipped)
+
+
+def _no_images(dm: Any, skipped: int) -> DgnamError:
+    return DgnamError(f"no decodable training images in {dm.train_src}: all {skipped} items were skipped "
+                      f"(files or Parquet cells that do not decode as images)")

@@ -192,8 +192,9 @@ class GeneratorModule(L.LightningModule):
             fake_logits = self.discriminator(recon, h) if self.adversarial else None
             terms = self.loss_terms(batch, recon, f, fake_logits)
             total = weighted_sum(terms, self.weights)
-            if d_real is not None:
-                _, train_g = self.balance.update(float((d_real + d_fake).detach()), float(terms["adversarial"].detach()))
+            if d_real is not None:  # the losses averaged over the ranks: every rank takes the same decision
+                d_loss, g_adv = self.rank_mean(torch.stack([(d_real + d_fake).detach(), terms["adversarial"].detach()]))
+                _, train_g = self.balance.update(float(d_loss), float(g_adv))
             if train_g:
                 self.manual_backward(total)
                 if self.grad_clip_g is not None:  # G's gradient norm, clipped to grad_clip_g (logged before)
@@ -211,6 +212,13 @@ class GeneratorModule(L.LightningModule):
         logs["lr"] = opt_g.param_groups[0]["lr"]
         self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x.shape[0])
         self.log("loss", total.detach(), prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+
+    def rank_mean(self, x: Tensor) -> Tensor:
+        """``x`` averaged over the ranks of a distributed run (itself in one process)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return x
+        return trainer.strategy.reduce(x.float(), reduce_op="mean")
 
     def _schedulers(self) -> list[Any]:
         s = self.lr_schedulers()

@@ -23,6 +23,7 @@ from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.checkpoints import AtomicCheckpointIO, check_resume, load_generator_weights
 from dgnam.generator.config_checks import check_numbers
+from dgnam.generator.datamodule import check_decodable, compute_code_stats
 from dgnam.generator.encoder import Comparator, Encoder, Perceptual
 from dgnam.generator.latent import CODE_KINDS, LatentGenerator, head_spec
 from dgnam.generator.latent_module import LatentGeneratorModule
@@ -30,7 +31,6 @@ from dgnam.generator.loggers import CSVLogger
 from dgnam.generator.losses import Balancer
 from dgnam.generator.module import GeneratorModule
 from dgnam.generator.prior import KINDS, init_from_prior, save_prior
-from dgnam.generator.stats import CodeStats
 from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, TAEF2Encoder
 
 log = logging.getLogger(__name__)
@@ -117,64 +117,6 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
             "discriminator": discriminator, "module": module, "spec": spec, "latent_encoder": latent_encoder}
 
 
-@torch.no_grad()
-def compute_code_stats(dm: Any, encoder: Encoder, k: float, max_images: int | None,
-                       device: torch.device) -> dict[str, torch.Tensor]:
-    """Per-unit code statistics over the training images (every cached view, or E on real images)."""
-    from dgnam.generator.cache import CachedCodes
-
-    st = CodeStats()
-    ds = dm.train_set
-    if isinstance(ds, CachedCodes):
-        codes = ds.codes[: max_images or None]
-        for i in range(0, codes.shape[0], 1024):  # in chunks: float64 sums of a large spatial code need ~8x its fp16 size
-            st.update(codes[i : i + 1024].float())
-    else:
-        loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False,
-                                             num_workers=dm.num_workers, collate_fn=_collate())
-        seen = skipped = 0
-        for b in loader:
-            skipped += int(b["skipped"])
-            if b["image"].shape[0] == 0:
-                continue
-            st.update(encoder(b["image"].to(device)))
-            seen += b["image"].shape[0]
-            if max_images and seen >= max_images:
-                break
-        if not seen:
-            raise _no_images(dm, skipped)
-    return st.result(k)
-
-
-def check_decodable(dm: Any) -> None:
-    """Before training: the training set yields at least one image (a folder or Parquet of files
-    that do not decode would train on empty batches). Reads batches until the first good one."""
-    from dgnam.generator.cache import CachedCodes
-
-    ds = dm.train_set
-    if isinstance(ds, CachedCodes):
-        return  # the cache refuses a source without a decodable image when it is written
-    loader = torch.utils.data.DataLoader(ds, batch_size=dm.batch_size, shuffle=False, num_workers=0,
-                                         collate_fn=_collate())
-    skipped = 0
-    py_state, np_state = random.getstate(), np.random.get_state()
-    try:  # the random crops and flips of this look must not change what the run draws after it
-        with torch.random.fork_rng(devices=[]):
-            for b in loader:
-                if b["image"].shape[0]:
-                    return
-                skipped += int(b["skipped"])
-    finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)
-    raise _no_images(dm, skipped)
-
-
-def _no_images(dm: Any, skipped: int) -> DgnamError:
-    return DgnamError(f"no decodable training images in {dm.train_src}: all {skipped} items were skipped "
-                      f"(files or Parquet cells that do not decode as images)")
-
-
 def write_prior(cfg: DictConfig, dm: Any, parts: dict[str, Any], out: Path, device: torch.device,
                 extra: dict[str, Any]) -> Path:
     """Code statistics over the training data, then G (as it is now) and them into the prior file."""
@@ -208,10 +150,15 @@ def export_checkpoint(cfg: DictConfig, dm: Any, parts: dict[str, Any], ckpt: Pat
             "code_dim": parts["encoder"].code_dim, "resolution": int(cfg.resolution)}
 
 
-def _collate():
-    from dgnam.generator.data import collate
-
-    return collate
+def rank_device(device: torch.device) -> torch.device:
+    """Under a distributed launch (``trainer=ddp``: Lightning's launcher, or SLURM, sets ``LOCAL_RANK``),
+    a CUDA device becomes this process's own GPU; the CPU stays the CPU."""
+    local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
+    if device.type != "cuda" or local is None or device.index is not None:
+        return device
+    dev = torch.device("cuda", int(local))
+    torch.cuda.set_device(dev)
+    return dev
 
 
 def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -222,10 +169,16 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     validation data, callbacks that monitor a ``val/`` metric are left out; with
     ``trainer.enable_progress_bar=false``, progress bars.
 
+    With ``trainer=ddp`` (``trainer.strategy``, ``trainer.devices``, ``trainer.num_nodes``) Lightning
+    runs one process per device; each builds the same parts, code statistics and data, trains on its
+    share of the batches, and rank 0 alone writes checkpoints, logs, grids and the prior.
+
     Returns ``{"run_dir", "prior", "best_ckpt", "last_ckpt", "val_mse", "iterations",
-    "global_step", "skipped_images", "code_dim", "resolution"}``."""
+    "global_step", "skipped_images", "code_dim", "resolution"}`` (on ranks other than 0:
+    ``{"run_dir", "prior": None, "rank", "iterations", "global_step"}``)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
+    from lightning.pytorch.utilities import rank_zero_only
 
     check_numbers(cfg)
     out = Path(out_dir) if out_dir is not None else run_dir()
@@ -235,8 +188,8 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
         cfg.run_dir = str(out)  # ${run_dir}: where the callbacks and loggers write
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    seed_everything(int(cfg.seed))
-    device = pick_device(cfg.get("device", "auto"))
+    seed_everything(int(cfg.seed))  # the same on every rank: each builds the same parts and statistics
+    device = rank_device(pick_device(cfg.get("device", "auto")))
     res = int(cfg.resolution)
 
     ckpt_path = cfg.get("ckpt_path")
@@ -281,16 +234,16 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     best_cb = next((c for c in ckpts if c.monitor), None)
     tcfg.setdefault("enable_checkpointing", bool(ckpts))  # callbacks=none: no Lightning default either
     loggers = build_group(cfg.get("logger"))
-    for lg in loggers if resume_step is not None else []:
+    for lg in loggers if resume_step is not None and rank_zero_only.rank == 0 else []:
         if isinstance(lg, CSVLogger) and (n := lg.resume_at(resume_step)):
             log.info("%d rows logged from step %d on (after the checkpoint) moved to %s/metrics.replaced.csv",
                      n, resume_step, lg.log_dir)
     if cfg.generator.get("standardize_input", True) and not ckpt_path and not cfg.generator.get("init_from"):
+        # every rank computes the same statistics (same seed, same images, same order): G starts alike
         st = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
                                 device)
         parts["generator"].set_input_stats(st["code_mean"], st["code_std"])
-    trainer = L.Trainer(**tcfg, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
-                        precision=precision, default_root_dir=str(out), logger=loggers or False, callbacks=callbacks,
+    trainer = L.Trainer(**tcfg, accelerator="gpu" if device.type == "cuda" else "cpu", precision=precision, default_root_dir=str(out), logger=loggers or False, callbacks=callbacks,
                         plugins=[AtomicCheckpointIO()])
     try:
         trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
@@ -298,6 +251,9 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
         if trainer.interrupted:  # Lightning's graceful Ctrl-C ends in exit(1); the CLI says "interrupted", 130
             raise KeyboardInterrupt from None
         raise
+    if not trainer.is_global_zero:  # rank 0 writes the prior; the others are done
+        return {"run_dir": str(out), "prior": None, "rank": trainer.global_rank,
+                "iterations": int(module.iteration), "global_step": int(trainer.global_step)}
 
     # the prior: best weights by validation reconstruction when there are any, else the last
     best = best_cb.best_model_path if best_cb is not None and best_cb.best_model_path else None

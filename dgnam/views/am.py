@@ -24,7 +24,7 @@ from dgnam.core import poststeps as P
 from dgnam.core import transforms as T
 from dgnam.core.loop import optimize
 from dgnam.core.models import Target
-from dgnam.core.units import Unit, objective_for, select_units
+from dgnam.core.units import Unit, objective_for, select_units, shard_units
 from dgnam.errors import DgnamError
 from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_results
 
@@ -79,6 +79,8 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
         plan[str(layer)] = select_units(target, str(layer), OmegaConf.to_container(cfg.units, resolve=True)
                                         if OmegaConf.is_config(cfg.units) else cfg.units,
                                         cfg.get("unit", "auto"), position, sizes[-1])
+        plan[str(layer)] = shard_units(plan[str(layer)], OmegaConf.select(cfg, "shard.index", default=0),
+                                       OmegaConf.select(cfg, "shard.count", default=1))
     factory = param_factory or build(cfg.param)
     is_pixel = probe_param(factory, init_cfg, sizes[0], pre.seed).pixel_space
     if n_oct > 1 and not is_pixel:

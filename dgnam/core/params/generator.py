@@ -67,6 +67,7 @@ class GeneratorParam(ImageParam):
         l2: weight of the explicit penalty ``l2 * ||h||^2`` subtracted from the objective.
         encoder: ``images -> codes``, needed for ``noise=False``.
         info: the prior's description (:func:`dgnam.generator.prior.load_prior`), kept as ``info``.
+        compile: run G through ``torch.compile`` in :meth:`forward` (compiled on the first call).
     """
 
     def __init__(
@@ -83,12 +84,15 @@ class GeneratorParam(ImageParam):
         init_sd: float = 1.0,
         encoder: nn.Module | None = None,
         info: dict | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         _check_args(decay, clamp_k, l2, init_sd)
         if gen is None:
             raise DgnamError("GeneratorParam needs a generator: param.prior=<file>")
         self.gen = gen
+        # the compiled wrapper shares gen's weights; kept out of the module tree (no second state_dict entry)
+        self.__dict__["_run"] = torch.compile(gen) if compile else None
         self.info = info
         batch = init.shape[0]
         dim = int(code_mean.numel()) if code_mean is not None else _code_dim(gen)
@@ -125,6 +129,7 @@ class GeneratorParam(ImageParam):
         init_sd: float = 1.0,
         encoder: nn.Module | None = None,
         encoder_weights: str | None = None,
+        compile: bool = False,
     ) -> GeneratorParam:
         """Build from a generator prior file (written by ``train_generator.py``).
 
@@ -143,7 +148,8 @@ class GeneratorParam(ImageParam):
 
             encoder = prior_encoder(info, encoder_weights, prior, device=init.device)
         return cls(init, noise, generator, gen=gen, code_mean=info["code_mean"], code_std=info["code_std"],
-                   decay=decay, clamp_k=clamp_k, l2=l2, init_sd=init_sd, encoder=encoder, info=info)
+                   decay=decay, clamp_k=clamp_k, l2=l2, init_sd=init_sd, encoder=encoder, info=info,
+                   compile=compile)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -151,7 +157,7 @@ class GeneratorParam(ImageParam):
             return tuple(self.gen(self.code[:1]).shape[-2:])
 
     def forward(self) -> Tensor:
-        return self.gen(self.code)
+        return (self._run if self._run is not None else self.gen)(self.code)
 
     def extra(self) -> dict[str, Tensor]:
         """Pseudo-layers for objectives: the code itself."""
