@@ -15,8 +15,17 @@ from conftest import REPO
 from dgnam.core.units import Unit, shard_units
 from dgnam.errors import DgnamError
 
-HAS_JOBLIB = importlib.util.find_spec("hydra_plugins.hydra_joblib_launcher") is not None
-HAS_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+
+def _has(module: str) -> bool:
+    """Whether an optional plugin is installed (find_spec raises when its parent package is absent)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+HAS_JOBLIB = _has("hydra_plugins.hydra_joblib_launcher")
+HAS_SUBMITIT = _has("hydra_plugins.hydra_submitit_launcher")
 TINY = ["experiment=compare_all_sharded", "model=torchvision", "model.arch=mobilenet_v2", "model.weights=null", "method=pixel", "steps=2",
         "image_size=64", "units=[1,2,3,4,5]", "batch_size=2", "report.judges=[]", "output.progress=false"]
 
