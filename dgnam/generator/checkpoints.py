@@ -56,7 +56,7 @@ def check_resume(module: GeneratorModule, ckpt: Path) -> int:
     resumed run starts at (Lightning's count of batches that stepped: the ``step`` column of the logs)."""
     state = read_checkpoint(ckpt)
     module.check_encoder(state.get("dgnam_encoder"))
-    frozen = ("encoder.", "comparator.", "latent_encoder.", "perceptual.")  # frozen, rebuilt from the config; not in checkpoints
+    frozen = module.frozen_prefixes
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(frozen)}
     theirs = {k: v for k, v in state["state_dict"].items() if not str(k).startswith(frozen)}
     check_state_dict(own, theirs, f"checkpoint {ckpt} does not fit this config (another resolution, widths, "

@@ -139,6 +139,3 @@ class Perceptual(_Frozen):
             rel = (a - b).pow(2).flatten(1).sum(1) / b.pow(2).flatten(1).sum(1).clamp_min(1e-8)
             total = total + w * rel.mean()
         return total
-
-    def describe(self) -> dict[str, Any]:
-        return {"arch": self.target.name, "layers": [[n, w] for n, w in self.layers], "input_size": self.input_size}

@@ -31,6 +31,7 @@ class LatentGeneratorModule(GeneratorModule):
     """
 
     loss_names = LATENT_LOSS_TERMS
+    frozen_prefixes = (*GeneratorModule.frozen_prefixes, "latent_encoder.", "perceptual.")
 
     def __init__(self, generator: nn.Module, *args: Any, latent_encoder: nn.Module | None = None,
                  feature_every: int = 1, feature_items: int | None = None, perceptual: nn.Module | None = None,
@@ -102,15 +103,3 @@ class LatentGeneratorModule(GeneratorModule):
     @torch.no_grad()
     def validation_metrics(self, batch: dict[str, Tensor], h: Tensor) -> dict[str, Tensor]:
         return {"val/latent_mse": mse(self.generator.latent(h), self.real_latents(batch))}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        sd = checkpoint["state_dict"]
-        for k in [k for k in sd if k.startswith(("latent_encoder.", "perceptual."))]:
-            del sd[k]  # frozen, rebuilt from the config
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        for k, v in nn.Module.state_dict(self).items():
-            if k.startswith(("latent_encoder.", "perceptual.")):
-                checkpoint["state_dict"][k] = v

@@ -57,6 +57,7 @@ class GeneratorModule(L.LightningModule):
     """
 
     loss_names = LOSS_TERMS
+    frozen_prefixes: tuple[str, ...] = ("encoder.", "comparator.")  # frozen, rebuilt from the config; not in checkpoints
 
     def __init__(self, generator: nn.Module, encoder: Encoder | None = None, comparator: Comparator | None = None,
                  discriminator: nn.Module | None = None,
@@ -288,7 +289,7 @@ class GeneratorModule(L.LightningModule):
     # ------------------------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         sd = checkpoint["state_dict"]
-        for k in [k for k in sd if k.startswith(("encoder.", "comparator."))]:
+        for k in [k for k in sd if k.startswith(self.frozen_prefixes)]:
             del sd[k]  # frozen, rebuilt from the config
         checkpoint["dgnam_encoder"] = dict(self.encoder_info)
         checkpoint["dgnam_balancer_train_d"] = self.balance.train_d
@@ -306,6 +307,6 @@ class GeneratorModule(L.LightningModule):
         self.check_encoder(checkpoint.get("dgnam_encoder"))
         own = super().state_dict()
         for k, v in own.items():
-            if k.startswith(("encoder.", "comparator.")):
+            if k.startswith(self.frozen_prefixes):
                 checkpoint["state_dict"][k] = v
         self.balance.train_d = bool(checkpoint.get("dgnam_balancer_train_d", True))
