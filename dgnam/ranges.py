@@ -130,7 +130,7 @@ VISUALIZE: tuple[Range, ...] = (
     weight("param.clamp_k", why="upper = mean + clamp_k * std; null: no clamp", **N), weight("param.l2"), weight("param.init_sd"),
     weight("param.clamp_margin"), weight("param.pull"), count("param.resolution", 8), weight("param.decay_power"),
     positive("param.sd"),
-    count("model.input_size", 8, **N), count("model.num_classes"), _r("model.mean.*"), positive("model.std.*"),
+    count("model.input_size", 8, **N), count("model.num_classes", **N), _r("model.mean.*"), positive("model.std.*"),
     count("position.*", 0),
     count("maps.tile"), count("maps.cols"), count("rf.zoom_size"), weight("inversion.tv_growth"),
     weight("deepdream.layers.*", why="the weight of a layer's term"), count("deepdream.roll", 0),

@@ -52,10 +52,14 @@ class Target(nn.Module):
             GPUs; measured ~1.4x for VGG16 at batch 8 on CPU); results are the same.
         fixed_size: the model takes only ``input_size`` x ``input_size`` images (a vision
             transformer with a fixed position embedding): every image is resized to it first.
+        size_multiple: the model takes only sides that are multiples of this (a transformer's
+            patch size): an image of another side is resized to the nearest multiple first.
         compile: run each layer set's extractor through ``torch.compile`` (the first call of a layer
             set and image size compiles it; see benchmarks/RESULTS.md for when it pays).
         precision: ``fp32``, or ``bf16`` for bfloat16 autocast of the forward pass (CUDA, or CPUs
             with bf16 support); activations are returned as float32.
+        tracer_kwargs: passed to torchvision's fx feature extraction (``leaf_modules``,
+            ``autowrap_functions``): a library's untraceable parts kept whole, as timm's are.
     """
 
     def __init__(
@@ -69,8 +73,10 @@ class Target(nn.Module):
         categories: Sequence[str] | None = None,
         channels_last: bool = True,
         fixed_size: bool = False,
+        size_multiple: int = 1,
         compile: bool = False,
         precision: str = "fp32",
+        tracer_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
         if len(mean) != len(std) or len(mean) not in (1, 3):
@@ -92,9 +98,12 @@ class Target(nn.Module):
         self.name = name
         self.input_size = input_size
         self.fixed_size = fixed_size
+        self.size_multiple = max(1, int(size_multiple))
         self.categories = list(categories) if categories is not None else None
+        self.tracer_kwargs = tracer_kwargs
         try:
-            self.nodes: list[str] = [n for n in get_graph_node_names(self.model)[1] if n != "x"]
+            self.nodes: list[str] = [n for n in get_graph_node_names(self.model, tracer_kwargs=tracer_kwargs)[1]
+                                     if n != "x"]
             self.traced = True
         except Exception as e:  # data-dependent control flow, unsupported ops ...
             log.warning("%s cannot be traced by torch.fx (%s); its layers are module names, read with forward "
@@ -131,9 +140,10 @@ class Target(nn.Module):
     def normalize(self, image: Tensor) -> Tensor:
         """(B, 3, H, W) in [0, 1] -> the model's input space (its size first, if it is fixed; luma
         for a grey-input model)."""
-        if self.fixed_size and tuple(image.shape[-2:]) != (self.input_size, self.input_size):
-            image = F.interpolate(image, size=(self.input_size, self.input_size), mode="bilinear",
-                                  align_corners=False, antialias=True)
+        side = (self.input_size,) * 2 if self.fixed_size else tuple(
+            max(self.size_multiple, round(n / self.size_multiple) * self.size_multiple) for n in image.shape[-2:])
+        if tuple(image.shape[-2:]) != side:
+            image = F.interpolate(image, size=side, mode="bilinear", align_corners=False, antialias=True)
         if self.in_channels == 1:
             image = (image * image.new_tensor(GREY).view(1, 3, 1, 1)).sum(1, keepdim=True)
         return (image - self.mean) / self.std
@@ -148,7 +158,7 @@ class Target(nn.Module):
 
     def _extractor(self, nodes: tuple[str, ...]) -> nn.Module:
         if nodes not in self._extractors:
-            ex = create_feature_extractor(self.model, return_nodes=list(nodes)).eval()
+            ex = create_feature_extractor(self.model, return_nodes=list(nodes), tracer_kwargs=self.tracer_kwargs).eval()
             self._extractors[nodes] = torch.compile(ex) if self.compile else ex
         return self._extractors[nodes]
 

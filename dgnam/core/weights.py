@@ -57,10 +57,26 @@ def download(enum, timeout: float) -> None:
         socket.setdefaulttimeout(old)
 
 
+def load_safetensors(path: Path) -> dict:
+    """A ``.safetensors`` file (tensors only by its format: nothing in it can run)."""
+    if not path.is_file():
+        raise DgnamError(f"weights file not found: {path}")
+    try:
+        from safetensors.torch import load_file as st_load
+    except ImportError:
+        raise DgnamError(f"{path} is a .safetensors file, which needs the safetensors package: pip install "
+                         f"safetensors (it comes with the timm extra: pip install -e .[timm])") from None
+    try:
+        return st_load(str(path), device="cpu")
+    except Exception as e:
+        raise DgnamError(f"cannot read weights file {path}: {first_line(e, 160)}") from None
+
+
 def load_weights_file(model: nn.Module, weights_file: str | os.PathLike, arch: str) -> None:
-    """Load a local ``state_dict`` (or a checkpoint dict with a ``state_dict`` entry) into ``model``."""
+    """Load a local ``state_dict`` (or a checkpoint dict with a ``state_dict`` entry; or a
+    ``.safetensors`` file) into ``model``."""
     path = Path(os.path.expanduser(str(weights_file)))
-    state = load_file(path, "weights file")
+    state = load_safetensors(path) if path.suffix == ".safetensors" else load_file(path, "weights file")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -51,9 +51,27 @@ def _metadata(model: nn.Module) -> dict:
     patch = getattr(model, "patch_embed", None)
     if patch is not None and getattr(patch, "strict_img_size", False) and not getattr(patch, "dynamic_img_size", False):
         meta["fixed_size"] = True  # a timm transformer with a fixed position embedding
+        side = getattr(patch, "img_size", None)  # the side it was built for (img_size=...), not the pretrained one
+        if isinstance(side, (tuple, list)) and side:
+            meta["input_size"] = int(side[0])
+    elif patch is not None and not getattr(patch, "dynamic_img_pad", False):
+        size = getattr(patch, "patch_size", None)  # timm: any side that is a multiple of the patch
+        meta["size_multiple"] = int(size[0] if isinstance(size, (tuple, list)) else size or 1)
     if isinstance(model, torchvision.models.VisionTransformer):
         meta.update(input_size=int(model.image_size), fixed_size=True)
     return meta
+
+
+def library_tracer(model: nn.Module) -> dict | None:
+    """timm's own fx settings for a timm model (its modules and functions that fx must not enter),
+    as ``timm.models.create_feature_extractor`` uses them; None for any other model."""
+    if not type(model).__module__.startswith("timm."):
+        return None
+    try:
+        from timm.models._features_fx import get_notrace_functions, get_notrace_modules
+    except ImportError:  # another timm layout: torchvision's tracer as for any model
+        return None
+    return {"leaf_modules": list(get_notrace_modules()), "autowrap_functions": list(get_notrace_functions())}
 
 
 BLOCK_PREFIXES = ("encoder.layers.encoder_layer_", "blocks.")  # torchvision's and timm's transformer blocks
@@ -63,6 +81,12 @@ def block_aliases(target: Target) -> dict[str, str]:
     """``block0``, ``block1`` ... -> the output node of each block of a vision transformer (the last
     graph node under ``encoder.layers.encoder_layer_<i>.``, torchvision, or ``blocks.<i>.``, timm)."""
     out: dict[str, str] = {}
+    if not target.traced:  # module names: a block's own module gives its output
+        for prefix in BLOCK_PREFIXES:
+            for node in target.nodes:
+                if node.startswith(prefix) and node[len(prefix):].isdigit():
+                    out[f"block{node[len(prefix):]}"] = node
+        return out
     for prefix in BLOCK_PREFIXES:
         for node in target.nodes:  # topological order: the last node of a block is its output
             head, _, rest = node[len(prefix):].partition(".") if node.startswith(prefix) else ("", "", "")
@@ -82,11 +106,13 @@ def _runs_at(target: Target, size: int) -> bool:
     return True
 
 
-def _check_input_size(target: Target, given: int | None) -> None:
-    """Set the target's input side (the given one, checked, or the first of :data:`PROBE_SIZES` at
-    which it runs) and whether it takes only that side (a linear layer after a flatten: a 32-px
-    CIFAR net); a fixed side makes the target resize every image to it."""
-    size = given if given and _runs_at(target, given) else next((s for s in PROBE_SIZES if _runs_at(target, s)), None)
+def _check_input_size(target: Target, given: int | None, preferred: int | None = None) -> None:
+    """Set the target's input side (the given one, checked, or the first of the model's own side
+    (``preferred``, from its metadata) and :data:`PROBE_SIZES` at which it runs) and whether it
+    takes only that side (a linear layer after a flatten: a 32-px CIFAR net; a transformer's
+    position embedding); a fixed side makes the target resize every image to it."""
+    tries = ([preferred] if preferred else []) + [s for s in PROBE_SIZES if s != preferred]
+    size = given if given and _runs_at(target, given) else next((s for s in tries if _runs_at(target, s)), None)
     if size is None:
         raise DgnamError(f"{target.name} runs at none of the sides {', '.join(map(str, PROBE_SIZES))}; give the side "
                          f"it takes (model.input_size=..., or input_size= in Python)")
@@ -139,10 +165,11 @@ def wrap_model(
         last = [m for m in model.modules() if isinstance(m, nn.Linear)]
         names = imagenet_categories() if last and last[-1].out_features == 1000 else None
     target = Target(model, mean, std, name=name, input_size=int(input_size or meta.get("input_size", 224)),
-                    categories=names, channels_last=channels_last, fixed_size=meta.get("fixed_size", False)).to(device)
+                    categories=names, channels_last=channels_last, fixed_size=meta.get("fixed_size", False),
+                    size_multiple=meta.get("size_multiple", 1), tracer_kwargs=library_tracer(model)).to(device)
     target.aliases.update(block_aliases(target))
     if "fixed_size" not in meta:
-        _check_input_size(target, input_size)
+        _check_input_size(target, input_size, meta.get("input_size"))
     if categories is not None:
         n = target.layer_shape("logits")[0]
         if len(names) != n:
