@@ -198,14 +198,20 @@ WRAP_KEYS = ("weights_file", "mean", "std", "input_size", "class_names", "channe
 
 
 def build_target_from_cfg(cfg: DictConfig, device: torch.device) -> Target:
-    """Instantiate ``cfg.model`` on ``device``: one of dgnam's builders (``_target_`` under
-    ``dgnam.``: torchvision, timm), or any callable that returns an ``nn.Module`` (``model=custom``),
-    wrapped by :func:`dgnam.core.models.wrap_model` with the node's :data:`WRAP_KEYS`."""
-    node = cfg.model
+    """Instantiate ``cfg.model`` on ``device`` (see :func:`build_model_node`)."""
+    return build_model_node(cfg.model, device, "model")
+
+
+def build_model_node(node: Any, device: torch.device, key: str = "model") -> Target:
+    """A :class:`Target` from a model node (``cfg.model``, or ``cfg.encoder.target`` of
+    ``train_generator.py``): one of dgnam's builders (``_target_`` under ``dgnam.``: torchvision,
+    timm), or any callable that returns an ``nn.Module`` (``model=custom``, ``encoder=custom``),
+    wrapped by :func:`dgnam.core.models.wrap_model` with the node's :data:`WRAP_KEYS`. ``key``
+    names the node in messages."""
     target = OmegaConf.select(node, "_target_", throw_on_missing=False, default=None)
     if OmegaConf.is_missing(node, "_target_") or not target:
-        raise DgnamError("model=custom needs model._target_=<import path of a function or class that returns a "
-                         "torch.nn.Module>, e.g. model._target_=torchvision.models.resnet18")
+        raise DgnamError(f"{key.split('.')[0]}=custom needs {key}._target_=<import path of a function or class that "
+                         f"returns a torch.nn.Module>, e.g. {key}._target_=torchvision.models.resnet18")
     if str(target).startswith("dgnam."):
         return build(node, device=device)
     from dgnam.core.wrap import wrap_model
@@ -221,11 +227,11 @@ def build_target_from_cfg(cfg: DictConfig, device: torch.device) -> Target:
         while causes[-1].__cause__ is not None and len(causes) < 5:
             causes.append(causes[-1].__cause__)
         what = "cannot be imported" if "Error locating target" in str(e) else "failed"
-        raise DgnamError(f"model._target_={target!r} {what} ({first_line(causes[-1], 160)}); give the import path "
-                         f"of a callable that returns a torch.nn.Module (its own arguments as +model.<name>=...)"
+        raise DgnamError(f"{key}._target_={target!r} {what} ({first_line(causes[-1], 160)}); give the import path "
+                         f"of a callable that returns a torch.nn.Module (its own arguments as +{key}.<name>=...)"
                          ) from None
     if not isinstance(model, nn.Module):
-        raise DgnamError(f"model._target_={target!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise DgnamError(f"{key}._target_={target!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return wrap_model(model, mean=wrap.get("mean"), std=wrap.get("std"), input_size=wrap.get("input_size"),
                       categories=wrap.get("class_names"), name=str(target).rsplit(".", 1)[-1],
                       weights_file=wrap.get("weights_file"), channels_last=wrap.get("channels_last", True),

@@ -19,6 +19,10 @@ from dgnam.errors import DgnamError
 POOLINGS = ("none", "avg", "max")
 
 
+TORCHVISION_BUILDER = "dgnam.core.models.build_target"
+TIMM_BUILDER = "dgnam.core.timm_models.build_timm_target"
+
+
 class _Frozen(nn.Module):
     """Base: holds a target, never leaves eval mode and never trains."""
 
@@ -44,15 +48,19 @@ class Encoder(_Frozen):
             (B, C, H, W) activation to (B, C)).
         input_size: images are resized to this square side before E (``None``: as they come).
         weights: a description of the weights (file name or enum), stored with the generator.
+        builder: the ``_target_`` that built ``target`` (``dgnam.core.models.build_target`` for
+            torchvision, ``dgnam.core.timm_models.build_timm_target``, or the import path of a
+            network of one's own), stored with the generator.
     """
 
     def __init__(self, target: Target, layer: str, pooling: str = "none", input_size: int | None = None,
-                 weights: str | None = None) -> None:
+                 weights: str | None = None, builder: str | None = None) -> None:
         if pooling not in POOLINGS:
             raise DgnamError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
         super().__init__(target, layer, input_size)
         self.pooling = pooling
         self.weights = os.path.basename(str(weights)) if weights else None
+        self.builder = builder or TORCHVISION_BUILDER
         self._dim: int | None = None
 
     def forward(self, images: Tensor) -> Tensor:
@@ -82,7 +90,7 @@ class Encoder(_Frozen):
 
     def describe(self) -> dict[str, Any]:
         """What a generator trained on this encoder needs to know about it."""
-        return {"arch": self.target.name, "weights_file": self.weights, "layer": self.layer,
+        return {"arch": self.target.name, "builder": self.builder, "weights_file": self.weights, "layer": self.layer,
                 "pooling": self.pooling, "input_size": self.input_size,
                 "mean": [float(v) for v in self.target.mean.flatten()],
                 "std": [float(v) for v in self.target.std.flatten()]}

@@ -106,12 +106,17 @@ def prior_encoder(info: dict[str, Any], weights_file: str | os.PathLike | None =
     ``<prior's folder>/<name>`` and ``<shared>/models/<name>`` that exists.
     """
     from dgnam.core.models import build_target
-    from dgnam.generator.encoder import Encoder
+    from dgnam.generator.encoder import TIMM_BUILDER, TORCHVISION_BUILDER, Encoder
     from dgnam.paths import shared_dir
 
     e = info.get("encoder") or {}
     if not e.get("arch") or not e.get("layer"):
         raise DgnamError("the generator prior does not describe its encoder (arch and layer)")
+    builder = e.get("builder") or TORCHVISION_BUILDER
+    if builder not in (TORCHVISION_BUILDER, TIMM_BUILDER):  # a network of one's own: never imported from a file
+        raise DgnamError(f"the prior's encoder is a network of your own ({builder}, layer {e['layer']}), which a "
+                         f"prior file does not rebuild; start DGN-AM from a random code (init.kind=noise), or from "
+                         f"Python pass the encoder: dgnam.generator.Encoder(dgnam.wrap_model(net), {e['layer']!r})")
     name = e.get("weights_file")
     if weights_file is not None:
         wf = Path(weights_file)
@@ -126,7 +131,14 @@ def prior_encoder(info: dict[str, Any], weights_file: str | os.PathLike | None =
                              f"{', '.join(str(p.parent) for p in places)}); give param.encoder_weights=<file>")
     else:
         raise DgnamError("the prior's encoder was trained with random weights; it cannot be rebuilt")
-    target = build_target(e["arch"], weights_file=str(wf), mean=e.get("mean"), std=e.get("std"), device=device)
+    builder = e.get("builder") or TORCHVISION_BUILDER
+    if builder == TIMM_BUILDER:
+        from dgnam.core.timm_models import build_timm_target
+
+        target = build_timm_target(e["arch"], weights_file=str(wf), mean=e.get("mean"), std=e.get("std"),
+                                   device=device)
+    else:
+        target = build_target(e["arch"], weights_file=str(wf), mean=e.get("mean"), std=e.get("std"), device=device)
     return Encoder(target, e["layer"], e.get("pooling", "none"), e.get("input_size"), str(wf))
 
 

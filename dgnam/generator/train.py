@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dgnam.checks import one_of
 from dgnam.cli import run_dir
-from dgnam.config import build  # also registers the resolvers and specs the configs use
+from dgnam.config import build, build_model_node  # also registers the resolvers and specs the configs use
 from dgnam.core.models import pick_device
 from dgnam.errors import DgnamError
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
@@ -56,9 +56,10 @@ def seed_everything(seed: int) -> None:
 def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     """Encoder, comparator, generator, discriminator and the module, from ``cfg``."""
     ecfg = cfg.encoder
-    target = build(ecfg.target, device=device)
+    target = build_model_node(ecfg.target, device, "encoder.target")
     weights = ecfg.target.get("weights_file") or ecfg.target.get("weights")
-    encoder = Encoder(target, ecfg.code_layer, ecfg.get("pooling", "none"), ecfg.get("input_size"), weights)
+    encoder = Encoder(target, ecfg.code_layer, ecfg.get("pooling", "none"), ecfg.get("input_size"), weights,
+                      builder=str(ecfg.target.get("_target_")))
     res = int(cfg.resolution)
     gcfg = cfg.generator
     kind = gcfg.get("kind", "pixel")
@@ -67,8 +68,9 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     w = {k: float(v) for k, v in _plain(cfg.loss.weights).items()}
     comparator = None
     if w.get("feature", 0) > 0:
-        comparator = Comparator(target, ecfg.comparator_layer, ecfg.get("comparator_input_size") or res)
-        comparator.target.layer_shape(ecfg.comparator_layer, comparator.input_size)  # fails early if too small
+        layer = ecfg.get("comparator_layer") or ecfg.code_layer
+        comparator = Comparator(target, layer, ecfg.get("comparator_input_size") or res)
+        comparator.target.layer_shape(layer, comparator.input_size)  # fails early if too small
     code_dim = encoder.code_dim
     latent_encoder = None
     if kind == "latent":
