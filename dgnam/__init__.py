@@ -34,14 +34,15 @@ __version__ = "0.1.0"
 __all__ = [
     "INPUT", "PRIORS_DIR", "DgnamError", "FFTParam", "GeneratorParam", "ImageParam", "LatentParam", "MacoParam",
     "PixelParam", "Result", "Target", "Unit", "build_target", "objective_for", "objectives", "optimize", "pick_device",
-    "Visualization", "poststeps", "select_units", "shared_dir", "transforms", "visualize", "wrap_model",
+    "View", "Visualization", "activation_maps", "invert", "poststeps", "select_units", "shared_dir", "transforms",
+    "visualize", "wrap_model",
 ]
 
 
 def __getattr__(name: str):
-    """``dgnam.visualize`` and ``dgnam.Visualization`` load :mod:`dgnam.api` (and Hydra) on first use,
+    """``dgnam.visualize``, ``activation_maps``, ``invert`` and their result classes load :mod:`dgnam.api` (and Hydra) on first use,
     so that importing the core stays free of Hydra."""
-    if name in ("visualize", "Visualization"):
+    if name in ("visualize", "Visualization", "activation_maps", "invert", "View"):
         from dgnam import api
 
         return getattr(api, name)

@@ -1,10 +1,13 @@
-"""One call from Python: :func:`visualize` any ``nn.Module`` with a named method of the CLI.
+"""One call from Python: :func:`visualize` any ``nn.Module`` with a named method of the CLI, and
+the views of a photo (:func:`activation_maps`, :func:`invert`).
 
     import dgnam, torchvision
     vis = dgnam.visualize(torchvision.models.resnet18(), "logits", [1, "goldfish"], method="lucid", steps=64)
     vis                      # a labelled grid in a Jupyter cell
     vis.images, vis.pil, vis.results
     vis.save("out/")         # the files visualize.py writes
+    dgnam.activation_maps(net, "photo.jpg", ["layer1", "layer3"])   # the maps of mode=activation_maps
+    dgnam.invert(net, "photo.jpg", ["layer2", "layer4"], steps=200)  # the reconstructions of mode=inversion
 
 The method is composed from the same Hydra configs as ``visualize.py`` (``conf/visualize.yaml`` with
 ``method=<name>``, plus any ``overrides``), so a recipe has one source of truth; the module is
@@ -27,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 from torch import Tensor
 
+from dgnam.api_views import View, activation_maps, compose_config, invert
 from dgnam.checks import check_finite
 from dgnam.core.images import to_uint8
 from dgnam.core.models import Target
@@ -41,18 +45,6 @@ from dgnam.ranges import VISUALIZE, check_ranges
 def methods() -> list[str]:
     """The named recipes: the configs of ``conf/method/``."""
     return sorted(p.stem for p in (CONF_DIR / "method").glob("*.yaml"))
-
-
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """``conf/visualize.yaml`` with Hydra overrides, as ``visualize.py`` composes it (without Hydra's
-    own node); a bad override is one line (:class:`DgnamError`)."""
-    import dgnam.config  # noqa: F401  (the structured configs and resolvers conf/ refers to)
-    from dgnam.cli import _compose
-
-    cfg = _compose(CONF_DIR, "visualize", list(overrides))
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
 
 
 @dataclass
@@ -195,4 +187,5 @@ def visualize(
                          cfg=cfg, _run=run)
 
 
-__all__ = ["Target", "Visualization", "compose_config", "methods", "visualize"]
+
+__all__ = ["Target", "View", "Visualization", "activation_maps", "compose_config", "invert", "methods", "visualize"]

@@ -1,4 +1,5 @@
-"""From Python: one call on any nn.Module (the shared ImageNet MobileNetV2, a CIFAR-sized net, a ViT).
+"""From Python: one call on any nn.Module (the shared ImageNet MobileNetV2, a CIFAR-sized net, ViTs of
+torchvision and timm). examples/from_python.ipynb is the notebook of the same calls on MobileNetV2.
 
     python examples/from_python.py                  # the pictures of README "From Python" -> docs/img/
     python examples/from_python.py --tiny OUT_DIR   # seconds, random weights (what the tests run)
@@ -43,11 +44,33 @@ def cifar_net(out: Path, steps: int) -> dgnam.Visualization:
 
 
 def vit(out: Path, steps: int, size: int) -> dgnam.Visualization:
-    """torchvision's vit_b_16 (random weights here): class logits; token units work on block<i>."""
+    """torchvision's vit_b_16 (random weights here): class logits, and the tokens of a block.
+
+    An untrained torchvision ViT has a zero head (its logits have no gradient), so the head is
+    drawn at random first, as a trained one would not need."""
     torch.manual_seed(0)
     net = torchvision.models.vit_b_16(image_size=size)
+    torch.nn.init.normal_(net.heads.head.weight, std=0.02)
     vis = dgnam.visualize(net, "logits", CLASSES, method="lucid", steps=steps, batch_size=4)
     vis.save(out / "vit_b_16")
+    tokens = [dgnam.visualize(net, "block6", [0, 1], unit=unit, method="lucid", steps=steps, batch_size=2,
+                              **({"position": [1, 1]} if unit == "neuron" else {})) for unit in ("channel", "cls", "neuron")]
+    for unit, t in zip(("channel", "cls", "neuron"), tokens):
+        t.save(out / f"vit_b_16_block6_{unit}")
+    return vis
+
+
+def timm_vit(out: Path, steps: int, size: int) -> dgnam.Visualization | None:
+    """A timm ViT by name (random weights here; pip install -e .[timm]): its pretrained_cfg gives the
+    normalization, and its fixed position embedding makes every image be resized to its input side."""
+    try:
+        import timm
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    net = timm.create_model("vit_small_patch16_224", img_size=size)
+    vis = dgnam.visualize(net, "logits", CLASSES, method="lucid", steps=steps, batch_size=4)
+    vis.save(out / "timm_vit_small")
     return vis
 
 
@@ -62,7 +85,8 @@ def main() -> None:
         vis = mobilenet(out, steps=2 if args.tiny else 128, size=64 if args.tiny else 224)
         print(vis, [round(r["probability"], 3) for r in vis.results])
     print(cifar_net(out, steps=2 if args.tiny else 128))
-    print(vit(out, steps=2 if args.tiny else 64, size=32 if args.tiny else 64))
+    print(vit(out, steps=2 if args.tiny else 64, size=32 if args.tiny else 128))
+    print(timm_vit(out, steps=2 if args.tiny else 64, size=32 if args.tiny else 128))
 
 
 if __name__ == "__main__":

@@ -112,3 +112,60 @@ def test_grey_input_and_own_class_names_from_a_file(tmp_path):
     assert torch.allclose(img[0], img[1]) and torch.allclose(img[1], img[2])  # grey: what the model sees
     vis.save(tmp_path / "out")
     assert Image.open(tmp_path / "out" / "logits" / "7_digit_7.png").size == (32, 32)
+
+
+CUSTOM_CLI = ["model=custom", "model._target_=nets.cifar_net", "model.input_size=32", "output.progress=false"]
+
+
+def test_activation_maps_through_the_api_equal_the_clis(compose, tmp_path):
+    from dgnam.views.actmaps import run_activation_maps
+
+    cli = run_activation_maps(compose(["experiment=activation_maps", *CUSTOM_CLI, "layers=[body.1,body.4]",
+                                       "units=first:4", "image_size=32", "image=skimage:coffee"]), tmp_path / "cli")
+    view = dgnam.activation_maps(CifarNet(), "skimage:coffee", ["body.1", "body.4"], units="first:4")
+    assert view.mode == "activation_maps" and [p.name for p in view.figures] == ["actmaps_body.1.png", "actmaps_body.4.png"]
+    for layer in ("body.1", "body.4"):
+        assert torch.equal(view.data[layer], cli["maps"][layer])
+    assert view.results == cli["results"] and len(view.results) == 8
+    assert view._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n" and view._repr_html_().count("<img") == 2
+    saved, theirs = _png_bytes(view.save(tmp_path / "saved")), _png_bytes(tmp_path / "cli")
+    assert saved.keys() == theirs.keys() and saved["input.png"] == theirs["input.png"]  # titles name the model
+
+
+def test_invert_through_the_api_equals_the_cli_and_takes_a_tensor(compose, tmp_path):
+    from dgnam.views.inversion import run_inversion
+
+    over = ["experiment=inversion", *CUSTOM_CLI, "layers=[body.1]", "steps=4", "image_size=32", "batch_size=2"]
+    photo = torch.rand(3, 40, 40)
+    Image.fromarray((photo.permute(1, 2, 0) * 255).round().byte().numpy()).save(tmp_path / "photo.png")
+    cli = run_inversion(compose([*over, f"image={tmp_path / 'photo.png'}"]), tmp_path / "cli")
+    view = dgnam.invert(CifarNet(), photo, ["body.1"], steps=4, batch_size=2, out_dir=tmp_path / "api")
+    assert view.folder == tmp_path / "api" and (view.folder / "inversion_grid.png").is_file()
+    assert sorted(view.data) == ["body.1/plain", "body.1/priors"]
+    assert [r["feature_error"] for r in view.results] == [r["feature_error"] for r in cli["results"]]
+    assert all(torch.equal(view.data[k], cli["images"][k]) for k in view.data)
+    one = dgnam.invert(CifarNet(), photo, "body.1", steps=2, variants=["plain"])
+    assert [r["variant"] for r in one.results] == ["plain"]
+
+
+def test_dgnam_with_a_prior_through_the_api_equals_the_cli(compose, tmp_path):
+    prior = REPO / "dgnam" / "priors" / "mobilenet_v2_pool_g64.pt"
+    over = ["steps=3", "batch_size=2", "layers=logits", "units=[1,4]", "seed=2"]
+    cli = visualize.run(compose([*CUSTOM_CLI, "method=dgnam", f"param.prior={prior}", *over]), tmp_path / "cli")
+    vis = dgnam.visualize(CifarNet(), "logits", [1, 4], method="dgnam", steps=3, batch_size=2, seed=2,
+                          overrides=[f"param.prior={prior}"])
+    assert vis.images.shape == (2, 3, 64, 64)  # the prior's resolution, whatever the model's input
+    assert torch.equal(vis.images, cli["images"]["logits"])
+    assert vis.cfg.method_name == "dgnam"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: dgnam.activation_maps(CifarNet(), 3.5, "body.1"), "image must be a file path, a PIL image"),
+    (lambda: dgnam.activation_maps(CifarNet(), torch.rand(2, 8, 8), "body.1"), "image tensor must be (3, H, W)"),
+    (lambda: dgnam.invert(CifarNet(), None, ["features.3"], steps=1), "unknown layer 'features.3' for CifarNet"),
+    (lambda: dgnam.invert(CifarNet(), None, ["body.1"], steps=1, variants=["blurry"]), "unknown inversion variant"),
+])
+def test_bad_view_input_is_one_line(call, message):
+    with pytest.raises(DgnamError) as err:
+        call()
+    assert message in str(err.value) and "\n" not in str(err.value)

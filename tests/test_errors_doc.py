@@ -45,12 +45,15 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("visualize.py", ["model.weights_file=missing.pth"], ["model=alexnet", "model.weights=null"]),
     ("visualize.py", ["device=cuda:7"], R),
     ("visualize.py", ["init.low=0.8", "init.high=0.2"], R),
+    ("visualize.py", ["model=custom", "model._target_=mypkg.nets.build"], []),
+    ("visualize.py", ["model=timm", "model.arch=vit_smal_patch16_224"], []),
     ("train_generator.py", ["trainer=smok"], []),
     ("train_generator.py", ["optimizer_g.lr=nan"], TINY),
     ("train_generator.py", ["loss.weights.image=-1"], TINY),
     ("train_generator.py", ["data.crop_scale=[0.9,0.1]"], TINY),
     ("train_generator.py", ["trainer.max_steps=abc"], TINY),
     ("train_generator.py", ["ckpt_path=missing.ckpt"], TINY),
+    ("train_generator.py", ["encoder=custom", "encoder.code_layer=fc6"], ["data=synthetic", "trainer=smoke"]),
 ]
 
 

@@ -87,6 +87,9 @@ def _image(tmp_path: Path) -> Path:
 
 VISUALIZE_CASES = {
     "model.weights_file": lambda pt, pt2, img: ["model=alexnet", "model.weights=null", f"model.weights_file={pt}"],
+    "model.weights_file (timm)": lambda pt, pt2, img: ["model=timm", "model.arch=test_resnet", f"model.weights_file={pt}"],
+    "model.weights_file (custom)": lambda pt, pt2, img: ["model=custom", "model._target_=nets.cifar_net",
+                                                         f"model.weights_file={pt}", "image_size=32"],
     "param.prior": lambda pt, pt2, img: ["method=dgnam", "model=alexnet", "model.weights=null", f"param.prior={pt}"],
     "param.encoder_weights": lambda pt, pt2, img: [
         "method=dgnam", "model=alexnet", "model.weights=null", f"param.prior={SHIPPED_PRIOR}",
@@ -110,6 +113,8 @@ def test_visualize_refuses_a_crafted_file(compose, evil, tmp_path, entry):
     marker, pt, pt2 = evil
     if entry == "param.encoder_weights" and not SHIPPED_PRIOR.is_file():
         pytest.skip(f"{SHIPPED_PRIOR} not found")
+    if "timm" in entry:
+        pytest.importorskip("timm", reason="timm is an optional extra (pip install -e .[timm])")
     cfg = compose([*VISUALIZE_CASES[entry](pt, pt2, _image(tmp_path)), *SMALL])
     with pytest.raises(DgnamError, match=str(pt.name)):
         visualize.run(cfg, str(tmp_path / "run"))

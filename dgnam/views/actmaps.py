@@ -78,7 +78,7 @@ def beside(left: Tensor, right: Tensor, gap: int = 8) -> Tensor:
     return canvas
 
 
-def run_activation_maps(cfg: DictConfig, out_dir: str | Path) -> dict:
+def run_activation_maps(cfg: DictConfig, out_dir: str | Path, target: Target | None = None) -> dict:
     """``mode=activation_maps``: the maps of the chosen filters (default all) of each layer for a photo.
 
     Writes ``actmaps_<layer>.png`` (the photo beside a labelled grid of maps), ``input.png``,
@@ -97,7 +97,7 @@ def run_activation_maps(cfg: DictConfig, out_dir: str | Path) -> dict:
         raise DgnamError(f"unknown maps.cmap {cmap!r}; valid: matplotlib colour maps such as viridis, "
                          f"magma, inferno, gray, RdBu_r")
     image = source_image(cfg.get("image"), size)
-    target = build_target_from_cfg(cfg, device)
+    target = target.to(device) if target is not None else build_target_from_cfg(cfg, device)
     layers = layer_list(target, cfg.get("layers"))
     spec = cfg.get("units", "all")
     spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec

@@ -147,7 +147,7 @@ def batches(jobs: Sequence[Job], size: int, split_variants: bool) -> list[list[J
     return [g[i : i + size] for g in groups for i in range(0, len(g), size)]
 
 
-def run_inversion(cfg: DictConfig, out_dir: str | Path) -> dict:
+def run_inversion(cfg: DictConfig, out_dir: str | Path, target: Target | None = None) -> dict:
     """``mode=inversion``: reconstruct a photo from each layer's activations, plain and with priors.
 
     Writes ``inversion_grid.png`` (a row per layer: original, then each variant), ``<layer>/<variant>.png``,
@@ -171,7 +171,7 @@ def run_inversion(cfg: DictConfig, out_dir: str | Path) -> dict:
     photo = source_image(cfg.get("image"), size)
     factory = build(cfg.param)
     is_pixel = probe_param(factory, init_cfg, size, pre.seed).pixel_space
-    target = build_target_from_cfg(cfg, device)
+    target = target.to(device) if target is not None else build_target_from_cfg(cfg, device)
     layers = layer_list(target, cfg.get("layers"))
     opt_factory = build(cfg.optimizer)
     sched_factory = build(cfg.scheduler) if cfg.get("scheduler") else None
