@@ -117,3 +117,25 @@ def test_the_shipped_perceptual_prior_is_a_fine_tune_of_the_spatial_one():
     cfg = ib["extra"]["config"]
     assert cfg["loss"]["weights"]["perceptual"] > 0 and cfg["generator"]["init_from"].endswith(
         "mobilenet_v2_latent_spatial_g128.pt")
+
+
+def test_the_shipped_deep_prior_is_the_third_stage_and_the_default(compose):
+    """Stage 3 starts from stage 2 and adds layers past the code; it is param=generator's default,
+    while the paper-recipe methods keep the pixel prior they were measured with."""
+    from conftest import REPO
+
+    from dgnam.generator.encoder import same_encoder
+
+    b, ib = load_prior(REPO / "dgnam" / "priors" / "mobilenet_v2_latent_spatial_perceptual_g128.pt")
+    c, ic = load_prior(REPO / "dgnam" / "priors" / "mobilenet_v2_latent_spatial_deep_g128.pt")
+    assert same_encoder(ib["encoder"], ic["encoder"]) and ib["spec"] == ic["spec"]
+    sb, sc = b.state_dict(), c.state_dict()
+    assert all(torch.equal(sb[k], sc[k]) for k in sb if k.startswith("decoder."))
+    assert any(not torch.equal(sb[k], sc[k]) for k in sb if k.startswith("head.") and k.endswith("weight"))
+    cfg = ic["extra"]["config"]
+    assert cfg["generator"]["init_from"].endswith("mobilenet_v2_latent_spatial_perceptual_g128.pt")
+    assert [name for name, _ in cfg["loss"]["perceptual_layers"]][-2:] == ["features.16.add", "features.18"]
+    prior = {m: compose([f"method={m}"] if m else ["param=generator"]).param.prior
+             for m in ("", "dgnam", "dgnam_tuned", "dgnam_tr", "dgnam_deep")}
+    assert prior[""].endswith("mobilenet_v2_latent_spatial_deep_g128.pt") and prior["dgnam_deep"] == prior[""]
+    assert all(prior[m].endswith("mobilenet_v2_pool_g64.pt") for m in ("dgnam", "dgnam_tuned", "dgnam_tr"))

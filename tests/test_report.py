@@ -245,7 +245,7 @@ def test_presets_compose(compose):
     assert cfg.layers == "logits" and cfg.unit == "class" and cfg.name == "compare"
     assert cfg.hydra.sweeper.params.method.split(",") == ["pixel", "yosinski", "lucid", "maco", "dgnam", "dgnam_tuned",
                                                           "dgnam_tr", "dgnam_latent", "dgnam_spatial", "dgnam_perceptual",
-                                                          "latent_am"]
+                                                          "dgnam_deep", "latent_am"]
     assert list(cfg.report.methods_order) == cfg.hydra.sweeper.params.method.split(",")
     assert cfg.report.stats_size == 224
     assert cfg.hydra.callbacks.report._target_ == "dgnam.eval.run.ReportCallback"
