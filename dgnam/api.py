@@ -30,16 +30,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 from torch import Tensor
 
-from dgnam.api_views import View, activation_maps, compose_config, invert
-from dgnam.checks import check_finite
+from dgnam.api_views import View, activation_maps, compose_config, finish_config, invert, overridden
 from dgnam.core.images import to_uint8
 from dgnam.core.models import Target
 from dgnam.core.units import Unit
 from dgnam.core.wrap import wrap_model
-from dgnam.errors import DgnamError
 from dgnam.io import labelled_grid
 from dgnam.paths import CONF_DIR
-from dgnam.ranges import VISUALIZE, check_ranges
 
 
 def methods() -> list[str]:
@@ -155,14 +152,8 @@ def visualize(
     """
     from dgnam.views.am import compute_am
 
-    if method is not None and method not in methods():
-        import difflib
-
-        close = difflib.get_close_matches(str(method), methods(), n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise DgnamError(f"unknown method {method!r}{hint}; valid: {', '.join(methods())}")
+    cfg = compose_config(([f"method={method}"] if method else []) + list(overrides))  # an unknown method: one line
     target = wrap_model(model, mean=mean, std=std, input_size=input_size, categories=class_names)
-    cfg = compose_config(([f"method={method}"] if method else []) + list(overrides))
     with open_dict(cfg):
         cfg.layers = [layer] if isinstance(layer, str) else list(layer)
         cfg.units = units if isinstance(units, (str, int)) else list(units)
@@ -170,17 +161,14 @@ def visualize(
         cfg.position = list(position) if position is not None else cfg.get("position")
         cfg.seed = seed
         cfg.device = device
-        given = any(o.lstrip("+~").split("=", 1)[0] == "image_size" for o in overrides)
+        given = "image_size" in overridden(overrides)
         cfg.image_size = image_size or (cfg.image_size if given else target.input_size)
         if steps is not None:
             cfg.steps = steps
         if batch_size is not None:
             cfg.batch_size = batch_size
         cfg.output.progress = progress
-        cfg.model = {"name": target.name, "mean": target.mean.flatten().tolist(), "std": target.std.flatten().tolist(),
-                     "input_size": target.input_size}  # a record: the module itself was given
-    check_finite(cfg)
-    check_ranges(cfg, VISUALIZE)
+    finish_config(cfg, target)
     run = compute_am(cfg, target=target)
     units_all = [u for us in run.plan.values() for u in us]
     return Visualization(images=torch.cat(list(run.images.values())), units=units_all, results=run.rows,

@@ -82,10 +82,10 @@ class View:
         return f"View({self.mode}, {len(self.results)} rows, files in {self.folder})"
 
 
-def _image_source(image: Any, folder: Path) -> str | None:
+def _image_source(image: Any) -> str | None:
     """A photo for a view: a file path or ``skimage:<name>`` / ``astronaut`` / None as they are; a PIL
-    image, an (H, W, 3) uint8 array or a (3, H, W) tensor in [0, 1] is written to ``folder`` as an
-    8-bit PNG first (what the CLI would read)."""
+    image, an (H, W, 3) uint8 array or a (3, H, W) tensor in [0, 1] is written to a temporary folder
+    as an 8-bit PNG first (what the CLI would read)."""
     if image is None or isinstance(image, (str, Path)):
         return None if image is None else str(image)
     import numpy as np
@@ -101,35 +101,46 @@ def _image_source(image: Any, folder: Path) -> str | None:
     else:
         raise DgnamError(f"image must be a file path, a PIL image, an array or a (3, H, W) tensor, not "
                          f"{type(image).__name__}")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "source.png"
+    path = Path(tempfile.mkdtemp(prefix="dgnam_image_")) / "source.png"
     pil.convert("RGB").save(path)
     return str(path)
 
 
-def _view(mode: str, preset: str, model: Any, image: Any, layers: Any, overrides: Sequence[str],
-          out_dir: str | Path | None, wrap: dict[str, Any], keys: dict[str, Any]) -> View:
-    from dgnam.views.actmaps import run_activation_maps
-    from dgnam.views.inversion import run_inversion
+def overridden(overrides: Sequence[str]) -> set[str]:
+    """The keys that Hydra overrides set (``a.b=1``, ``+a=1``, ``~a`` -> ``a.b``, ``a``)."""
+    return {o.lstrip("+~").split("=", 1)[0] for o in overrides}
 
-    target = wrap_model(model, **wrap)
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix=f"dgnam_{mode}_"))
-    cfg = compose_config([f"experiment={preset}", *overrides])
+
+def finish_config(cfg: DictConfig, target: Any) -> None:
+    """Record the given module in ``cfg.model`` (the module itself replaces the CLI's model node) and
+    check every number of the config, as ``visualize.py`` does before any work."""
     with open_dict(cfg):
-        cfg.image = _image_source(image, Path(tempfile.mkdtemp(prefix="dgnam_image_")))
-        cfg.layers = [layers] if isinstance(layers, str) and layers != "all" else (
-            layers if isinstance(layers, str) else list(layers))
-        given = {o.lstrip("+~").split("=", 1)[0] for o in overrides}
-        for k, v in keys.items():
-            if v is not None and k != "progress":
-                cfg[k] = v
-        if keys.get("image_size") is None and "image_size" not in given:
-            cfg.image_size = target.input_size
-        cfg.output.progress = bool(keys.get("progress", False))
         cfg.model = {"name": target.name, "mean": target.mean.flatten().tolist(), "std": target.std.flatten().tolist(),
                      "input_size": target.input_size}
     check_finite(cfg)
     check_ranges(cfg, VISUALIZE)
+
+
+def _view(mode: str, model: Any, image: Any, layers: Any, overrides: Sequence[str], out_dir: str | Path | None,
+          wrap: dict[str, Any], keys: dict[str, Any], progress: bool = False) -> View:
+    """``visualize.py experiment=<mode>`` (``activation_maps`` or ``inversion``) on ``model``."""
+    from dgnam.views.actmaps import run_activation_maps
+    from dgnam.views.inversion import run_inversion
+
+    cfg = compose_config([f"experiment={mode}", *overrides])
+    target = wrap_model(model, **wrap)
+    with open_dict(cfg):
+        cfg.image = _image_source(image)
+        cfg.layers = [layers] if isinstance(layers, str) and layers != "all" else (
+            layers if isinstance(layers, str) else list(layers))
+        for k, v in keys.items():
+            if v is not None:
+                cfg[k] = v
+        if keys.get("image_size") is None and "image_size" not in overridden(overrides):
+            cfg.image_size = target.input_size
+        cfg.output.progress = progress
+    finish_config(cfg, target)
+    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix=f"dgnam_{mode}_"))
     run = run_activation_maps if mode == "activation_maps" else run_inversion
     res = run(cfg, out, target=target)
     data = res.get("maps") if mode == "activation_maps" else res.get("images")
@@ -156,7 +167,7 @@ def activation_maps(
     uint8 array or a (3, H, W) tensor in [0, 1]. layers: names, or ``all`` (every conv layer).
     The files (``actmaps_<layer>.png``, ``maps_<layer>.pt``, ``results.json/.csv``) go to
     ``out_dir`` (None: a temporary folder, :attr:`View.folder`)."""
-    return _view("activation_maps", "activation_maps", model, image, layers, overrides, out_dir,
+    return _view("activation_maps", model, image, layers, overrides, out_dir,
                  dict(mean=mean, std=std, input_size=input_size),
                  dict(units=units if isinstance(units, (str, int)) else list(units), image_size=image_size,
                       device=device))
@@ -185,9 +196,8 @@ def invert(
     image: as for :func:`activation_maps`. variants: ``plain`` and/or ``priors`` (None: both).
     The reconstructions are :attr:`View.data` (``"<layer>/<variant>"``), the numbers (feature
     error, PSNR, SSIM) :attr:`View.results`; the files go to ``out_dir`` (None: a temporary folder)."""
-    keys = dict(steps=steps, image_size=image_size, batch_size=batch_size, seed=seed, device=device,
-                progress=progress)
+    keys = dict(steps=steps, image_size=image_size, batch_size=batch_size, seed=seed, device=device)
     if variants is not None:
         overrides = [*overrides, f"inversion.variants=[{','.join(variants)}]"]
-    return _view("inversion", "inversion", model, image, layers, overrides, out_dir,
-                 dict(mean=mean, std=std, input_size=input_size), keys)
+    return _view("inversion", model, image, layers, overrides, out_dir, dict(mean=mean, std=std, input_size=input_size),
+                 keys, progress)

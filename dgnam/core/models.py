@@ -138,7 +138,7 @@ class Target(nn.Module):
         )
 
     def normalize(self, image: Tensor) -> Tensor:
-        """(B, 3, H, W) in [0, 1] -> the model's input space (its size first, if it is fixed; luma
+        """(B, 3, H, W) in [0, 1] -> the model's input space (resized first to its fixed side, or to a multiple of its patch size; luma
         for a grey-input model)."""
         side = (self.input_size,) * 2 if self.fixed_size else tuple(
             max(self.size_multiple, round(n / self.size_multiple) * self.size_multiple) for n in image.shape[-2:])

@@ -33,17 +33,14 @@ def import_timm():
 
 def check_arch(timm: Any, arch: str) -> None:
     """An unknown timm name is one line with the closest names."""
+    if timm.is_model(arch):  # also "vit_small_patch16_224.augreg_in21k": a tag of a known model
+        return
     names = timm.list_models()
-    if arch in names or timm.is_model(arch):
-        return
-    base = arch.split(".", 1)[0]  # "vit_small_patch16_224.augreg_in21k": a tag of a known model
-    if timm.is_model(base):
-        return
+    family = arch.split(".", 1)[0].split("_", 1)[0]  # "vit" of vit_smal_patch16_224
     close = difflib.get_close_matches(arch, names, n=5, cutoff=0.6)
-    if not close:  # prefix matches: "vit_small" -> vit_small_patch16_224, ...
-        close = [n for n in names if n.startswith(base.split("_", 1)[0] + "_")][:5]
+    if not close:  # the family's first names: "vit_small" -> vit_small_patch16_224, ...
+        close = [n for n in names if n.startswith(family + "_")][:5]
     hint = f"; closest: {', '.join(close)}" if close else ""
-    family = base.split("_", 1)[0]
     raise DgnamError(f"unknown timm model {arch!r}{hint} (the {len(names)} names: python -c "
                      f"\"import timm; print(timm.list_models('{family}*'))\")")
 

@@ -79,18 +79,14 @@ BLOCK_PREFIXES = ("encoder.layers.encoder_layer_", "blocks.")  # torchvision's a
 
 def block_aliases(target: Target) -> dict[str, str]:
     """``block0``, ``block1`` ... -> the output node of each block of a vision transformer (the last
-    graph node under ``encoder.layers.encoder_layer_<i>.``, torchvision, or ``blocks.<i>.``, timm)."""
+    graph node under ``encoder.layers.encoder_layer_<i>.``, torchvision, or ``blocks.<i>.``, timm;
+    the block's module itself when the model is read with hooks)."""
     out: dict[str, str] = {}
-    if not target.traced:  # module names: a block's own module gives its output
-        for prefix in BLOCK_PREFIXES:
-            for node in target.nodes:
-                if node.startswith(prefix) and node[len(prefix):].isdigit():
-                    out[f"block{node[len(prefix):]}"] = node
-        return out
     for prefix in BLOCK_PREFIXES:
         for node in target.nodes:  # topological order: the last node of a block is its output
             head, _, rest = node[len(prefix):].partition(".") if node.startswith(prefix) else ("", "", "")
-            if head.isdigit() and rest:
+            # a traced block's output is its last graph node; with hooks, the block's own module
+            if head.isdigit() and bool(rest) == target.traced:
                 out[f"block{head}"] = node
     return out
 

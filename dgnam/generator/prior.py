@@ -131,7 +131,6 @@ def prior_encoder(info: dict[str, Any], weights_file: str | os.PathLike | None =
                              f"{', '.join(str(p.parent) for p in places)}); give param.encoder_weights=<file>")
     else:
         raise DgnamError("the prior's encoder was trained with random weights; it cannot be rebuilt")
-    builder = e.get("builder") or TORCHVISION_BUILDER
     if builder == TIMM_BUILDER:
         from dgnam.core.timm_models import build_timm_target
 
