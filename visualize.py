@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from dgnam.checks import check_finite
 from dgnam.cli import check_overrides, guarded, run_dir
 from dgnam.config import PRIOR_NAMES, unknown_prior
+from dgnam.core.precision import check_config as check_precisions
 from dgnam.errors import DgnamError
 from dgnam.eval.run import run_report
 from dgnam.ranges import VISUALIZE, check_ranges
@@ -40,6 +41,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict:
         raise DgnamError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     check_finite(cfg)
     check_ranges(cfg, VISUALIZE)  # every number in range before any work (docs/errors.md)
+    check_precisions(cfg)
     return MODES[mode](cfg, out_dir or run_dir())
 
 

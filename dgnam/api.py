@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from PIL import Image
 from torch import Tensor
 
-from dgnam.api_views import View, activation_maps, compose_config, finish_config, invert, overridden
+from dgnam.api_views import View, activation_maps, check_precisions, compose_config, finish_config, invert, overridden
 from dgnam.core.images import to_uint8
 from dgnam.core.models import Target
 from dgnam.core.units import Unit
@@ -153,7 +153,9 @@ def visualize(
     from dgnam.views.am import compute_am
 
     cfg = compose_config(([f"method={method}"] if method else []) + list(overrides))  # an unknown method: one line
-    target = wrap_model(model, mean=mean, std=std, input_size=input_size, categories=class_names)
+    check_precisions(cfg)
+    target = wrap_model(model, mean=mean, std=std, input_size=input_size, categories=class_names,
+                        precision=cfg.precision)
     with open_dict(cfg):
         cfg.layers = [layer] if isinstance(layer, str) else list(layer)
         cfg.units = units if isinstance(units, (str, int)) else list(units)

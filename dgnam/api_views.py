@@ -18,6 +18,7 @@ from torch import Tensor
 
 from dgnam.checks import check_finite
 from dgnam.core.images import to_uint8
+from dgnam.core.precision import check_config as check_precisions
 from dgnam.core.wrap import wrap_model
 from dgnam.errors import DgnamError
 from dgnam.paths import CONF_DIR
@@ -128,7 +129,8 @@ def _view(mode: str, model: Any, image: Any, layers: Any, overrides: Sequence[st
     from dgnam.views.inversion import run_inversion
 
     cfg = compose_config([f"experiment={mode}", *overrides])
-    target = wrap_model(model, **wrap)
+    check_precisions(cfg)
+    target = wrap_model(model, **wrap, precision=cfg.precision)
     with open_dict(cfg):
         cfg.image = _image_source(image)
         cfg.layers = [layers] if isinstance(layers, str) and layers != "all" else (

@@ -194,7 +194,7 @@ def build(node: Any, **kwargs: Any) -> Any:
 
 
 # Keys of a ``model=custom`` node that dgnam reads itself; the others go to the user's callable.
-WRAP_KEYS = ("weights_file", "mean", "std", "input_size", "class_names", "channels_last")
+WRAP_KEYS = ("weights_file", "mean", "std", "input_size", "class_names", "channels_last", "precision")
 
 
 def build_target_from_cfg(cfg: DictConfig, device: torch.device) -> Target:
@@ -235,7 +235,7 @@ def build_model_node(node: Any, device: torch.device, key: str = "model") -> Tar
     return wrap_model(model, mean=wrap.get("mean"), std=wrap.get("std"), input_size=wrap.get("input_size"),
                       categories=wrap.get("class_names"), name=str(target).rsplit(".", 1)[-1],
                       weights_file=wrap.get("weights_file"), channels_last=wrap.get("channels_last", True),
-                      device=device)
+                      device=device, precision=wrap.get("precision", "fp32"))
 
 
 def probe_param(factory: Callable[..., nn.Module], init: Mapping[str, Any], size: int, seed: int) -> ImageParam:

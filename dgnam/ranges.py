@@ -119,6 +119,8 @@ VISUALIZE: tuple[Range, ...] = (
     count("shard.index", 0, why="this job's block of the units, 0 .. shard.count - 1"), count("image_size", 8), count("input_resize", 8, **N),
     _r("init.low", 0, 1), _r("init.high", 0, 1), count("octaves.n"), _r("octaves.scale", 1, open_low=True),
     count("output.grid_cols"), count("output.frame_every"), count("output.fps"),
+    count("early_stop.patience", 0, why="steps without a rise of any item's objective before stopping; 0: off"),
+    weight("early_stop.min_delta", why="a rise is more than min_delta * max(|best|, 1)"),
     *optimizer_ranges("optimizer"),
     _r("scheduler.start_factor", 0, 1, open_low=True), _r("scheduler.end_factor", 0, 1), count("scheduler.total_iters", 0),
     fraction("priors.decay", why="x *= 1 - decay after every step"), count("priors.blur_every", 0), weight("priors.blur_sigma"), count("priors.pad", 0),

@@ -80,7 +80,7 @@ def test_bf16_autocast_stays_within_the_stated_tolerance_of_fp32(device):
 def test_unknown_precision_is_a_user_error():
     from dgnam.errors import DgnamError
 
-    with pytest.raises(DgnamError, match="valid: fp32, bf16"):
+    with pytest.raises(DgnamError, match="valid: auto, fp32, bf16"):
         tiny(precision="fp8")
 
 

@@ -42,6 +42,36 @@ class Result:
     terms: dict[str, Tensor] = field(default_factory=dict)
 
 
+class EarlyStop:
+    """Stop when no item's tracked objective has risen for ``patience`` steps.
+
+    An item has risen at a step when its objective exceeds its best so far by more than
+    ``min_delta * max(|best|, 1)``; the run stops once every item has gone ``patience`` steps without
+    rising (never before ``patience`` steps). Call :meth:`reset` to start over (a new octave).
+    """
+
+    def __init__(self, patience: int, min_delta: float = 0.0) -> None:
+        if int(patience) < 1 or float(min_delta) < 0:
+            raise ValueError(f"early stop needs patience >= 1 and min_delta >= 0, got {patience}, {min_delta}")
+        self.patience, self.min_delta = int(patience), float(min_delta)
+        self.reset()
+
+    def reset(self) -> None:
+        self.best: Tensor | None = None
+        self.stale: Tensor | None = None
+
+    def __call__(self, tracked: Tensor) -> bool:
+        """Record one step's objective (B,); True when the run should stop."""
+        tracked = tracked.detach().float().cpu()
+        if self.best is None:
+            self.best, self.stale = tracked.clone(), torch.zeros_like(tracked, dtype=torch.long)
+            return False
+        rose = tracked > self.best + self.min_delta * self.best.abs().clamp_min(1.0)
+        self.best = torch.maximum(self.best, tracked)
+        self.stale = torch.where(rose, torch.zeros_like(self.stale), self.stale + 1)
+        return bool((self.stale >= self.patience).all())
+
+
 def normalize_grad(grad: Tensor, kind: str | None, eps: float = 1e-8) -> Tensor:
     """Per-item gradient normalization: ``l1`` divides by mean(|g|) (DGN-AM), ``l2`` by the RMS
     (the Keras filter visualization); ``None`` leaves it as is."""
@@ -71,6 +101,7 @@ def optimize(
     frame_every: int = 0,
     callback: Callable[[int], None] | None = None,
     terms: Mapping[str, Objective] | None = None,
+    early_stop: EarlyStop | None = None,
 ) -> Result:
     """Maximize ``objective`` of ``target`` over ``param``; see the module docstring.
 
@@ -92,6 +123,8 @@ def optimize(
         callback: called with the global step number after each step (progress bars).
         terms: named objectives recorded at every step besides ``track`` (e.g. the terms a sum is
             made of: a style and a content term), computed from the same activations.
+        early_stop: end each octave early once no item's tracked objective rises any more
+            (:class:`EarlyStop`); the history then has fewer rows than ``steps``.
     """
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
@@ -113,6 +146,8 @@ def optimize(
         trainable = [p for p in param.parameters() if p.requires_grad]
         opt = optimizer(trainable)
         sched = scheduler(opt) if scheduler is not None else None
+        if early_stop is not None:
+            early_stop.reset()
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             image = param()
@@ -149,6 +184,8 @@ def optimize(
             if callback is not None:
                 callback(step)
             step += 1
+            if early_stop is not None and early_stop(tracked):
+                break
     with torch.no_grad():
         final = param().detach()
     if frame_every:

@@ -22,6 +22,7 @@ import torchvision
 from torch import Tensor, nn
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
+from dgnam.core import precision as PR
 from dgnam.core.aliases import ALIAS_STYLE, imagenet_categories, sequential_aliases
 from dgnam.core.weights import download, load_weights_file, resolve_weights_enum
 from dgnam.errors import DgnamError, choices, first_line
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PRECISIONS = ("fp32", "bf16")  # Target(precision=...): float32, or bfloat16 autocast of the forward pass
 INPUT = "input"  # pseudo-layer: the (transformed) image in [0, 1], before normalization
 OUTPUT = "output"  # the model's output, for a target read with forward hooks (no fx graph)
 GREY = (0.299, 0.587, 0.114)  # ITU-R 601 luma: RGB -> the single channel of a grey-input model
@@ -56,8 +56,9 @@ class Target(nn.Module):
             patch size): an image of another side is resized to the nearest multiple first.
         compile: run each layer set's extractor through ``torch.compile`` (the first call of a layer
             set and image size compiles it; see benchmarks/RESULTS.md for when it pays).
-        precision: ``fp32``, or ``bf16`` for bfloat16 autocast of the forward pass (CUDA, or CPUs
-            with bf16 support); activations are returned as float32.
+        precision: ``fp32``, ``bf16`` (bfloat16 autocast of the forward pass), or ``auto`` (bf16
+            where the device computes it natively, :mod:`dgnam.core.precision`); activations are
+            returned as float32.
         tracer_kwargs: passed to torchvision's fx feature extraction (``leaf_modules``,
             ``autowrap_functions``): a library's untraceable parts kept whole, as timm's are.
     """
@@ -82,9 +83,7 @@ class Target(nn.Module):
         if len(mean) != len(std) or len(mean) not in (1, 3):
             raise DgnamError(f"mean={list(mean)} and std={list(std)} need one value per input channel (3, or 1 "
                              f"for a grey-input model)")
-        if precision not in PRECISIONS:
-            raise DgnamError(f"unknown model.precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-        self.compile, self.precision = bool(compile), precision
+        self.compile, self.precision = bool(compile), PR.check_precision(precision, "model.precision")
         for m in model.modules():  # in-place ReLUs would overwrite pre-ReLU activations we return
             if hasattr(m, "inplace"):
                 m.inplace = False
@@ -192,7 +191,7 @@ class Target(nn.Module):
             x = self.normalize(image)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            bf16 = self.precision == "bf16"
+            bf16 = PR.resolve(self.precision, x.device) == "bf16"
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
                 feats = self._extractor(nodes)(x) if self.traced else self._hooked(x, nodes)
             if bf16:

@@ -57,6 +57,7 @@ def build_timm_target(
     channels_last: bool = True,
     kwargs: Mapping[str, Any] | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> Target:
     """A :class:`Target` around ``timm.create_model(arch, **kwargs)``.
 
@@ -86,4 +87,5 @@ def build_timm_target(
                     "  model.weights_file=<state_dict .pth/.safetensors> for a trained network.\n%s",
                     "!" * 78, arch, "!" * 78)
     return wrap_model(model, mean=mean, std=std, input_size=input_size, categories=class_names, name=str(arch),
-                      weights_file=weights_file, channels_last=channels_last, device=device)
+                      weights_file=weights_file, channels_last=channels_last, device=device,
+                      precision=precision)

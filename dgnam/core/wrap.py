@@ -131,6 +131,7 @@ def wrap_model(
     weights_file: str | os.PathLike | None = None,
     channels_last: bool = True,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> Target:
     """A :class:`Target` around any ``nn.Module`` (a :class:`Target` is returned as it is).
 
@@ -139,6 +140,7 @@ def wrap_model(
     model) at 224 px. A model in train mode is put in eval mode, with a notice. ``categories``: class
     names (a list or a text file, one per line); ImageNet's when the last linear layer has 1000
     outputs. ``weights_file``: a local ``state_dict`` loaded into it first (checked key by key).
+    ``precision``: ``fp32``, ``bf16`` or ``auto`` (:class:`Target`).
     """
     if isinstance(model, Target):
         return model.to(device)
@@ -162,7 +164,8 @@ def wrap_model(
         names = imagenet_categories() if last and last[-1].out_features == 1000 else None
     target = Target(model, mean, std, name=name, input_size=int(input_size or meta.get("input_size", 224)),
                     categories=names, channels_last=channels_last, fixed_size=meta.get("fixed_size", False),
-                    size_multiple=meta.get("size_multiple", 1), tracer_kwargs=library_tracer(model)).to(device)
+                    size_multiple=meta.get("size_multiple", 1), tracer_kwargs=library_tracer(model),
+                    precision=precision).to(device)
     target.aliases.update(block_aliases(target))
     if "fixed_size" not in meta:
         _check_input_size(target, input_size, meta.get("input_size"))

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from dgnam.config import build, build_priors, build_target_from_cfg, make_init, octave_sizes, prepare, probe_param
 from dgnam.core import poststeps as P
 from dgnam.core import transforms as T
-from dgnam.core.loop import optimize
+from dgnam.core.loop import EarlyStop, optimize
 from dgnam.core.models import Target
 from dgnam.core.units import Unit, objective_for, select_units, shard_units
 from dgnam.errors import DgnamError
@@ -94,6 +94,8 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     bar = tqdm(total=total, desc="optimizing", unit="unit-step", disable=not ocfg.get("progress", True),
                mininterval=1.0)
     resize = T.Resize(int(cfg.input_resize)) if cfg.get("input_resize") else None
+    patience = int(OmegaConf.select(cfg, "early_stop.patience", default=0) or 0)
+    min_delta = float(OmegaConf.select(cfg, "early_stop.min_delta", default=0.0) or 0.0)
     rows: list[dict] = []
     images_by_layer: dict[str, Tensor] = {}
     frames_by_layer: dict[str, list[list[Tensor]]] = {}
@@ -117,7 +119,10 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
             res = optimize(param, target, objective, steps=steps, optimizer=opt_factory,
                            transforms=tfs, post_steps=[*posts, *extra_post_steps], scheduler=sched_factory,
                            grad_norm=grad_norm, octave_sizes=[(s, s) for s in sizes] if n_oct > 1 else None,
-                           track=unit_obj, frame_every=frame_every, callback=lambda _s: bar.update(b))
+                           track=unit_obj, frame_every=frame_every, callback=lambda _s: bar.update(b),
+                           early_stop=EarlyStop(patience, min_delta) if patience else None)
+            ran = int(res.history.shape[0])
+            bar.update(b * (steps * len(sizes) - ran))  # the steps an early stop skipped
             if device.type == "cuda":
                 torch.cuda.synchronize()
             secs = time.perf_counter() - t0
@@ -131,7 +136,7 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                 if "probability" in final:
                     row["probability"] = final["probability"][i]
                     row["top1"] = final["top1"][i]
-                row.update({"start_activation": float(res.history[0, i]), "steps": steps * len(sizes),
+                row.update({"start_activation": float(res.history[0, i]), "steps": ran,
                             "seconds": secs / b, "batch_seconds": secs, "batch_size": b})
                 if u.kind == "neuron":
                     row.update({"x": u.x, "y": u.y})

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
+from dgnam.core import precision as PR
 from dgnam.core.params.base import ImageParam
 from dgnam.errors import DgnamError
 
@@ -68,6 +69,8 @@ class GeneratorParam(ImageParam):
         encoder: ``images -> codes``, needed for ``noise=False``.
         info: the prior's description (:func:`dgnam.generator.prior.load_prior`), kept as ``info``.
         compile: run G through ``torch.compile`` in :meth:`forward` (compiled on the first call).
+        precision: G's forward pass in ``fp32``, ``bf16`` (autocast; the image is returned as
+            float32) or ``auto`` (bf16 where the device computes it natively, :mod:`dgnam.core.precision`).
     """
 
     def __init__(
@@ -85,9 +88,11 @@ class GeneratorParam(ImageParam):
         encoder: nn.Module | None = None,
         info: dict | None = None,
         compile: bool = False,
+        precision: str = "fp32",
     ) -> None:
         super().__init__()
         _check_args(decay, clamp_k, l2, init_sd)
+        self.precision = PR.check_precision(precision, "param.precision")
         if gen is None:
             raise DgnamError("GeneratorParam needs a generator: param.prior=<file>")
         self.gen = gen
@@ -130,6 +135,7 @@ class GeneratorParam(ImageParam):
         encoder: nn.Module | None = None,
         encoder_weights: str | None = None,
         compile: bool = False,
+        precision: str = "fp32",
     ) -> GeneratorParam:
         """Build from a generator prior file (written by ``train_generator.py``).
 
@@ -137,6 +143,7 @@ class GeneratorParam(ImageParam):
         (:func:`dgnam.generator.prior.prior_encoder`) with ``encoder_weights``, or the weights file of
         that name beside the prior or in the shared models folder."""
         _check_args(decay, clamp_k, l2, init_sd)
+        PR.check_precision(precision, "param.precision")
         if prior is None:
             raise DgnamError("DGN-AM needs a generator prior: param.prior=<file>")
         if not Path(prior).is_file():
@@ -149,7 +156,7 @@ class GeneratorParam(ImageParam):
             encoder = prior_encoder(info, encoder_weights, prior, device=init.device)
         return cls(init, noise, generator, gen=gen, code_mean=info["code_mean"], code_std=info["code_std"],
                    decay=decay, clamp_k=clamp_k, l2=l2, init_sd=init_sd, encoder=encoder, info=info,
-                   compile=compile)
+                   compile=compile, precision=precision)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -157,7 +164,9 @@ class GeneratorParam(ImageParam):
             return tuple(self.gen(self.code[:1]).shape[-2:])
 
     def forward(self) -> Tensor:
-        return (self._run if self._run is not None else self.gen)(self.code)
+        with PR.autocast(self.precision, self.code.device):
+            image = (self._run if self._run is not None else self.gen)(self.code)
+        return image.float()  # (B, 3, R, R); a no-op in fp32
 
     def extra(self) -> dict[str, Tensor]:
         """Pseudo-layers for objectives: the code itself."""

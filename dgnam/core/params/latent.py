@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
+from dgnam.core import precision as PR
 from dgnam.core.images import resize
 from dgnam.core.params.base import ImageParam
 from dgnam.errors import DgnamError
@@ -36,13 +37,17 @@ class LatentParam(ImageParam):
         stats: per-channel ``mean``, ``std``, ``low``, ``high`` (C,) of real latents.
         encoder: images -> latents, needed for ``noise=False``.
         resolution: image side (a multiple of 8; None: the init's side).
+        precision: the decoder's forward pass in ``fp32``, ``bf16`` or ``auto``
+            (:mod:`dgnam.core.precision`); the image is returned as float32.
     """
 
     def __init__(self, init: Tensor, noise: bool = True, generator: torch.Generator | None = None,
                  decoder: nn.Module | None = None, stats: dict[str, Tensor] | None = None,
                  encoder: nn.Module | None = None, resolution: int | None = None, clamp: bool = True,
-                 clamp_margin: float = 0.0, pull: float = 0.0, init_sd: float = 1.0) -> None:
+                 clamp_margin: float = 0.0, pull: float = 0.0, init_sd: float = 1.0,
+                 precision: str = "fp32") -> None:
         super().__init__()
+        self.precision = PR.check_precision(precision, "param.precision")
         from dgnam.generator.taef2 import latent_side
 
         _check_args(pull, init_sd, clamp_margin)
@@ -77,13 +82,14 @@ class LatentParam(ImageParam):
     def from_files(cls, init: Tensor, noise: bool = True, generator: torch.Generator | None = None,
                    decoder_file: str | None = None, encoder_file: str | None = None, stats: str | None = None,
                    resolution: int | None = None, clamp: bool = True, clamp_margin: float = 0.0,
-                   pull: float = 0.0, init_sd: float = 1.0) -> LatentParam:
+                   pull: float = 0.0, init_sd: float = 1.0, precision: str = "fp32") -> LatentParam:
         """Build from the TAEF2 weights files and a statistics file (written by
         ``python -m dgnam.generator.latent_stats``); the encoder is read only for ``noise=False``."""
         from dgnam.generator.latent_stats import load_latent_stats
         from dgnam.generator.taef2 import TAEF2Encoder, frozen_decoder
 
         _check_args(pull, init_sd, clamp_margin)
+        PR.check_precision(precision, "param.precision")
         if stats is None:
             raise DgnamError("latent AM needs the latent statistics: param.stats=<file>")
         st = load_latent_stats(stats)
@@ -94,14 +100,16 @@ class LatentParam(ImageParam):
                 raise DgnamError("starting latent AM from an image needs param.encoder_file=<taef2_encoder.pth>")
             encoder = TAEF2Encoder(encoder_file).eval()
         return cls(init, noise, generator, decoder=decoder, stats=st, encoder=encoder, resolution=resolution,
-                   clamp=clamp, clamp_margin=clamp_margin, pull=pull, init_sd=init_sd)
+                   clamp=clamp, clamp_margin=clamp_margin, pull=pull, init_sd=init_sd, precision=precision)
 
     @property
     def size(self) -> tuple[int, int]:
         return (8 * self.z.shape[-2], 8 * self.z.shape[-1])
 
     def forward(self) -> Tensor:
-        return self.dec(self.z)  # (B, 3, 8r, 8r) in [0, 1]
+        with PR.autocast(self.precision, self.z.device):
+            image = self.dec(self.z)
+        return image.float()  # (B, 3, 8r, 8r) in [0, 1]
 
     def extra(self) -> dict[str, Tensor]:
         return {LATENT: self.z}
