@@ -11,8 +11,9 @@ next one runs):
    fp32, channels_last, torch.compile, generator training on CUDA); JUnit XML beside the results.
 2. ``am``: unit-steps/s of the AM loop for VGG16, AlexNet and MobileNetV2 at 224 px, batch 1/32/256,
    fp32 eager, bf16 autocast, and torch.compile (benchmarks/bench_am.py's loop).
-3. ``dgnam``: DGN-AM of all 1000 MobileNetV2 classes, 200 steps each, through the shipped latent
-   prior, timed; the fraction of classes the target ranks top-1 on its image.
+3. ``dgnam``: the default DGN-AM method on the comparison's 20 classes in fp32 and in bf16, with the
+   judge's top-1 of each (benchmarks/bench_dgnam.py), then the MobileNetV2 classes (up to all 1000)
+   that fit the time left at ``precision=auto``, timed, with the fraction the target ranks top-1.
 4. ``train``: generator training images/s at 128 px (benchmarks/bench_generator.py's steps: the recipe's
    pixel G with D, and the latent head).
 5. ``prior``: ``experiment_train=mobilenet_v2_latent_gpu`` for the minutes left on one Parquet shard
@@ -28,7 +29,6 @@ committed as ``benchmarks/RESULTS-gpu.md``.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -49,21 +49,16 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 from bench_am import loop_steps  # noqa: E402
 from bench_generator import DECODER, WEIGHTS, make_latent_step, make_step  # noqa: E402
 
-from dgnam.core import objectives as O  # noqa: E402
-from dgnam.core.loop import optimize  # noqa: E402
 from dgnam.core.models import Target, build_target, pick_device  # noqa: E402
-from dgnam.core.params import GeneratorParam  # noqa: E402
-from dgnam.core.transforms import Resize  # noqa: E402
-from dgnam.paths import PRIORS_DIR  # noqa: E402
 
 PART = 15 * 2**20  # result files stay under 16 MiB
 SHARD = WEIGHTS.parents[1] / "data" / "imagenet50-128" / "train-00000-of-00006.parquet"
 
 # full sizes, and the dry run's (CPU, seconds)
 FULL = dict(models=["vgg16", "alexnet", "mobilenet_v2"], batches=[1, 32, 256], size=224, steps=3, rounds=3,
-            classes=1000, dgnam_steps=200, dgnam_batch=250, train_batch=64, train_steps=5)
+            classes=20, classes_all=1000, dgnam_steps=None, dgnam_batch=250, train_batch=64, train_steps=5)
 DRY = dict(models=["alexnet", "mobilenet_v2"], batches=[1, 2], size=64, steps=1, rounds=1,
-           classes=4, dgnam_steps=2, dgnam_batch=2, train_batch=2, train_steps=1)
+           classes=2, classes_all=4, dgnam_steps=2, dgnam_batch=2, train_batch=2, train_steps=1)
 TINY_TRAIN = ["encoder=mobilenet_v2_random", "data=synthetic", "trainer=smoke", "resolution=64", "threads=1",
               "generator.fc=[16]", "generator.width=0.0625", "discriminator.spec.code_fc=[16]",
               "discriminator.spec.joint_fc=[16]", "discriminator.spec.image_fc=[16]",
@@ -132,31 +127,36 @@ def am(a: argparse.Namespace, out: Path, seconds: float, device: torch.device) -
 
 
 def dgnam(a: argparse.Namespace, out: Path, seconds: float, device: torch.device) -> dict[str, Any]:
-    s = a.sizes
-    wf = str(WEIGHTS) if WEIGHTS.is_file() else None
-    target = build_target("mobilenet_v2", weights_file=wf, input_size=224, device=device)
-    prior = str(PRIORS_DIR / "mobilenet_v2_latent_g128.pt")
-    hits, scores, t0, done = 0, [], time.perf_counter(), 0
+    """The default DGN-AM method (``method=dgnam_deep``, its own steps and early stop) on the
+    comparison's 20 classes in fp32 and in bf16, judged (benchmarks/bench_dgnam.py), then as many
+    of the 1000 MobileNetV2 classes as the time left allows at ``precision=auto``, timed, with the
+    fraction the target ranks top-1."""
+    from bench_dgnam import COMPARE, config, judged
+
+    from dgnam.views.am import compute_am
+
+    s, dev = a.sizes, str(device)
+    extra = [f"steps={s['dgnam_steps']}"] if a.dry_run else []
+    rows = []
     end = time.monotonic() + seconds
-    for start in range(0, s["classes"], s["dgnam_batch"]):
+    for precision in ("fp32", "bf16"):
+        j = judged("dgnam_deep", precision, COMPARE[: s["classes"]], min(20, s["classes"]), dev, extra)
+        rows.append({"classes": s["classes"], "precision": precision, "steps": round(j["steps"], 1),
+                     "s_per_image": round(j["seconds"], 3), f"{j['judge']}_top1": round(j["top1"], 3),
+                     "judge_p": round(j["p"], 3)})
+    hits, done, t0 = 0, 0, time.perf_counter()
+    for start in range(0, s["classes_all"], s["dgnam_batch"]):
         if done and time.monotonic() > end:  # out of time: the classes done so far are the result
             break
-        units = list(range(start, min(start + s["dgnam_batch"], s["classes"])))
-        param = GeneratorParam.from_prior(torch.zeros(len(units), 3, 8, 8), noise=True, prior=prior).to(device)
-        r = optimize(param, target, O.class_logit("logits", units), steps=s["dgnam_steps"],
-                     optimizer=functools.partial(torch.optim.SGD, lr=8.0), transforms=Resize(target.input_size),
-                     post_steps=param.post_steps(), grad_norm="l1")
-        with torch.no_grad():
-            top = target(Resize(target.input_size)(r.images.to(device)), ["logits"])["logits"].argmax(1).cpu()
-        hits += int((top == torch.tensor(units)).sum())
-        scores += r.history[-1].tolist()
+        units = list(range(start, min(start + s["dgnam_batch"], s["classes_all"])))
+        run = compute_am(config("dgnam_deep", "auto", units, len(units), dev, extra))
+        hits += sum(int(r["top1"] == r["unit"]) for r in run.rows)
         done += len(units)
     sync(device)
     secs = time.perf_counter() - t0
-    return {"target_weights": wf or "random", "prior": Path(prior).name, "rows": [{
-        "classes": done, "steps": s["dgnam_steps"], "batch": s["dgnam_batch"], "seconds": round(secs, 2),
-        "unit_steps_s": round(done * s["dgnam_steps"] / secs, 1), "top1": round(hits / done, 3),
-        "mean_final_logit": round(statistics.fmean(scores), 3)}]}
+    rows.append({"classes": done, "precision": "auto", "s_per_image": round(secs / done, 3),
+                 "target_top1": round(hits / done, 3)})
+    return {"method": "dgnam_deep", "rows": rows}
 
 
 def train(a: argparse.Namespace, out: Path, seconds: float, device: torch.device) -> dict[str, Any]:

@@ -22,7 +22,8 @@ def test_dry_run_writes_every_section(tmp_path, monkeypatch):
     am = res["sections"]["am"]["rows"]
     assert {(r["model"], r["variant"]) for r in am} >= {("alexnet", "fp32"), ("alexnet", "bf16")}
     assert all(r["unit_steps_s"] > 0 for r in am)
-    assert res["sections"]["dgnam"]["rows"][0]["classes"] == 4
+    dg = res["sections"]["dgnam"]["rows"]
+    assert [r["precision"] for r in dg] == ["fp32", "bf16", "auto"] and dg[-1]["classes"] == 4
     assert res["sections"]["prior"]["rows"][0]["iterations"] >= 1
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["RESULTS-gpu.md", "cuda-tests.xml", "prior.pt", "results.json", "train-metrics.csv"]

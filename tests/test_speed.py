@@ -135,3 +135,40 @@ def test_early_stop_through_the_cli_records_the_steps_it_ran(compose, tmp_path):
     rows = visualize.run(cfg, tmp_path)["results"]
     assert {r["steps"] for r in rows} == {rows[0]["steps"]} and 5 < rows[0]["steps"] < 400
 
+
+
+# ------------------------------------------------------------------------------ batch-norm folding
+def _bn_net() -> torch.nn.Module:
+    from torchvision.ops import Conv2dNormActivation
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(Conv2dNormActivation(3, 8, 3), torch.nn.Conv2d(8, 8, 3, padding=1),
+                              torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, padding=1),
+                              torch.nn.BatchNorm2d(8), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                              torch.nn.Linear(8, 5))
+    for m in net.modules():  # statistics far from the identity, so that a wrong fold shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.2, 3), m.weight.data.uniform_(0.5, 2)
+            m.bias.data.uniform_(-1, 1)
+    return net.eval()
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_batchnorm_is_folded_into_the_convolutions_without_changing_any_activation(channels_last):
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    net = _bn_net()
+    target = Target(net, (0.5,) * 3, (0.25,) * 3, name="bn", input_size=16, channels_last=channels_last)
+    layers = ["0", "2", "4", "logits"]  # "2": a BatchNorm's output; "4": a conv asked for before its BatchNorm "5"
+    x = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    got = target(x, layers)
+    ref = create_feature_extractor(_bn_net(), return_nodes=["0", "2", "4", "8"])((x - 0.5) / 0.25)
+    for layer, node in zip(layers, ["0", "2", "4", "8"]):
+        assert torch.allclose(got[layer], ref[node], rtol=1e-4, atol=1e-5), layer
+    (g,) = torch.autograd.grad(got["logits"][:, 2].sum(), x)
+    (g_ref,) = torch.autograd.grad(ref["8"][:, 2].sum(), x)
+    assert torch.allclose(g, g_ref, rtol=1e-4, atol=1e-6)
+    ex = target._extractor(tuple(sorted(target.resolve(layer) for layer in layers)))
+    kept = [n for n, m in ex.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert kept == ["5"]  # the BN after "4" stays (its input was asked for); the other two are folded
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in target.model.modules()) == 3  # the model untouched
