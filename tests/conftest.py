@@ -71,3 +71,40 @@ def compose():
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+class StartWeights:
+    """A Lightning callback for resume tests (``+callbacks.start._target_=conftest.StartWeights
+    +callbacks.start.path=...``): saves the module's weights and global step as training starts, so a
+    test can check that a resumed run began from its checkpoint and not from a fresh start."""
+
+    def __new__(cls, path: str):
+        from lightning.pytorch.callbacks import Callback
+
+        class _StartWeights(Callback):
+            def on_train_start(self, trainer, pl_module) -> None:
+                state = {k: v.detach().clone().cpu() for k, v in pl_module.state_dict().items()}
+                torch.save({"state_dict": state, "global_step": trainer.global_step}, path)
+
+        return _StartWeights()
+
+
+def assert_resumed(start_file: Path, saved: dict, first_csv_rows: list[dict] | None = None,
+                   csv_file: Path | None = None) -> None:
+    """What only a resume gives: the weights at the start of the second run are those of ``saved``
+    (the checkpoint, read before the second run overwrote it), the metrics rows logged before the
+    checkpoint are unchanged, and no step is logged twice (when the run resumed into the same folder:
+    ``first_csv_rows`` read before it, ``csv_file`` after)."""
+    import csv
+
+    start = torch.load(start_file, weights_only=True)
+    assert start["global_step"] == saved["global_step"] > 0
+    trained = [k for k, v in saved["state_dict"].items() if v.is_floating_point()]
+    assert trained and all(torch.equal(start["state_dict"][k], saved["state_dict"][k]) for k in trained)
+    if first_csv_rows is None:
+        return
+    rows = list(csv.DictReader(open(csv_file)))
+    before = [r for r in first_csv_rows if int(r["step"]) < saved["global_step"]]
+    assert before and [{k: r.get(k, "") for k in b} for r, b in zip(rows, before)] == before  # (columns may be added)
+    keys = [(r["step"], tuple(k for k, v in r.items() if v not in ("", None) and k != "step")) for r in rows]
+    assert len(keys) == len(set(keys)), "a step logged twice"

@@ -11,6 +11,7 @@ import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader
+from conftest import assert_resumed
 
 from dgnam.errors import DgnamError
 from dgnam.generator import (
@@ -395,10 +396,12 @@ def test_run_end_to_end_and_resume(compose, tmp_path):
     assert any((tmp_path / "a" / "tb").iterdir())
     last = out["last_ckpt"]
     assert last and Path(last).is_file()
-    # resume: the step count continues
-    cfg2 = compose(TINY_OVERRIDES + ["trainer.max_steps=8", f"ckpt_path={last}"], name="train_generator")
+    # resume: the step count continues, from the checkpoint's weights
+    probe = ["+callbacks.start._target_=conftest.StartWeights", f"+callbacks.start.path={tmp_path / 'start.pt'}"]
+    cfg2 = compose(TINY_OVERRIDES + ["trainer.max_steps=8", f"ckpt_path={last}", *probe], name="train_generator")
     out2 = run(cfg2, out_dir=tmp_path / "b")
     assert out2["iterations"] == 4 and out2["global_step"] == 8
+    assert_resumed(tmp_path / "start.pt", torch.load(last, weights_only=False))
     # a checkpoint made for another encoder is refused
     cfg3 = compose(TINY_OVERRIDES + ["trainer.max_steps=8", f"ckpt_path={last}", "encoder.code_layer=classifier.1"],
                    name="train_generator")

@@ -138,10 +138,19 @@ def test_a_latent_prior_run_resumes_from_its_checkpoint(compose, tmp_path):
     """The latent encoder's frozen weights are left out of checkpoints; resuming must not ask for them."""
     from dgnam.generator.train import run
 
+    import csv
+
+    from conftest import assert_resumed
+
     first = run(compose(SPATIAL_TRAIN, name="train_generator"), out_dir=tmp_path / "run")
-    again = run(compose([*SPATIAL_TRAIN, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}"],
+    metrics = tmp_path / "run" / "csv" / "metrics.csv"
+    rows = list(csv.DictReader(open(metrics)))
+    saved = torch.load(first["last_ckpt"], weights_only=False)  # the run below overwrites last.ckpt
+    probe = ["+callbacks.start._target_=conftest.StartWeights", f"+callbacks.start.path={tmp_path / 'start.pt'}"]
+    again = run(compose([*SPATIAL_TRAIN, "trainer.max_steps=8", f"ckpt_path={first['last_ckpt']}", *probe],
                         name="train_generator"), out_dir=tmp_path / "run")
-    assert again["global_step"] > first["global_step"]
+    assert again["global_step"] == 8
+    assert_resumed(tmp_path / "start.pt", saved, rows, metrics)
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2_latent_spatial_g128.pt", "mobilenet_v2_latent_spatial_perceptual_g128.pt"])
