@@ -69,6 +69,7 @@ def main() -> None:
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 20])
     ap.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up step)")
     ap.add_argument("--judge", action="store_true", help="also a full judged run per method and precision")
+    ap.add_argument("--judge-precisions", nargs="+", default=None, help="judge only these precisions (default: all)")
     ap.add_argument("--units", nargs="+", type=int, default=COMPARE, help="classes of the judged runs")
     ap.add_argument("--device", default="auto")
     ap.add_argument("overrides", nargs="*", help="more Hydra overrides for every run")
@@ -86,7 +87,7 @@ def main() -> None:
     for method in args.methods:
         for precision in args.precisions:
             j = judged(method, precision, args.units, min(max(args.batches), len(args.units)), dev,
-                       args.overrides) if args.judge else None
+                       args.overrides) if args.judge and precision in (args.judge_precisions or [precision]) else None
             steps = j["steps"] if j else int(config(method, precision, [1], 1, dev, args.overrides).steps)
             for batch in args.batches:
                 step_seconds(method, precision, batch, 1, dev, args.overrides)  # warm-up

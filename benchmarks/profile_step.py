@@ -128,12 +128,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="whole steps timed (after one warm-up step)")
     ap.add_argument("--top", type=int, default=8, help="operators listed per profile (0: none)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-fold", action="store_true", help="keep the target's BatchNorms (no folding), to compare")
     ap.add_argument("overrides", nargs="*", help="more Hydra overrides, e.g. input_resize=null")
     args = ap.parse_args()
+    if args.no_fold:
+        import dgnam.core.models
+
+        dgnam.core.models.fold_batchnorm = lambda ex, channels_last=True: ex
     device = pick_device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     print(f"# one step, part by part: device {device} ({name}), torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, native bf16: {PR.native_bf16(device)}; best of {args.rounds}")
+          f"threads {torch.get_num_threads()}, native bf16: {PR.native_bf16(device)}; best of {args.rounds}"
+          f"{'; BatchNorm NOT folded' if args.no_fold else ''}")
     for method in args.methods:
         for precision in args.precisions:
             for batch in args.batches:
