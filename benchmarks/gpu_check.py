@@ -58,7 +58,7 @@ SHARD = WEIGHTS.parents[1] / "data" / "imagenet50-128" / "train-00000-of-00006.p
 FULL = dict(models=["vgg16", "alexnet", "mobilenet_v2"], batches=[1, 32, 256], size=224, steps=3, rounds=3,
             classes=20, classes_all=1000, dgnam_steps=None, dgnam_batch=250, train_batch=64, train_steps=5)
 DRY = dict(models=["alexnet", "mobilenet_v2"], batches=[1, 2], size=64, steps=1, rounds=1,
-           classes=2, classes_all=4, dgnam_steps=2, dgnam_batch=2, train_batch=2, train_steps=1)
+           classes=1, classes_all=2, dgnam_steps=1, dgnam_batch=2, train_batch=2, train_steps=1)
 TINY_TRAIN = ["encoder=mobilenet_v2_random", "data=synthetic", "trainer=smoke", "resolution=64", "threads=1",
               "generator.fc=[16]", "generator.width=0.0625", "discriminator.spec.code_fc=[16]",
               "discriminator.spec.joint_fc=[16]", "discriminator.spec.image_fc=[16]",

@@ -23,7 +23,7 @@ def test_dry_run_writes_every_section(tmp_path, monkeypatch):
     assert {(r["model"], r["variant"]) for r in am} >= {("alexnet", "fp32"), ("alexnet", "bf16")}
     assert all(r["unit_steps_s"] > 0 for r in am)
     dg = res["sections"]["dgnam"]["rows"]
-    assert [r["precision"] for r in dg] == ["fp32", "bf16", "auto"] and dg[-1]["classes"] == 4
+    assert [r["precision"] for r in dg] == ["fp32", "bf16", "auto"] and dg[-1]["classes"] == 2
     assert res["sections"]["prior"]["rows"][0]["iterations"] >= 1
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["RESULTS-gpu.md", "cuda-tests.xml", "prior.pt", "results.json", "train-metrics.csv"]
