@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from bench_am import _sync
 from torch import Tensor
 
 from dgnam.api_views import compose_config
@@ -31,11 +32,6 @@ from dgnam.core.loop import optimize
 from dgnam.core.models import pick_device
 
 UNITS = [1, 22, 107, 130, 145, 207, 291, 323, 340, 388, 417, 483, 574, 609, 779, 850, 920, 950, 963, 980]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def timed(fn: Callable[[Tensor], Tensor], x: Tensor, rounds: int, device: torch.device) -> tuple[float, float, Tensor]:
