@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, assert_resumed
 from test_generator import TINY_OVERRIDES
 
 from dgnam.generator.prior import load_prior
@@ -60,6 +60,8 @@ def test_code_statistics_equal_the_single_process_ones_and_the_checkpoint_resume
     for k in ("generator.in_mean", "generator.in_scale"):  # G's input standardization, from the statistics
         assert torch.equal(ddp_sd[k], one_sd[k]), k
     # the 2-process checkpoint resumes in one process, where it stopped
-    res = run(compose(TINY_OVERRIDES + SMALL + ["trainer.max_steps=10", "trainer.max_epochs=-1", f"ckpt_path={last}"], name="train_generator"),
-              out_dir=tmp_path / "resumed")
+    probe = ["+callbacks.start._target_=conftest.StartWeights", f"+callbacks.start.path={tmp_path / 'start.pt'}"]
+    res = run(compose(TINY_OVERRIDES + SMALL + ["trainer.max_steps=10", "trainer.max_epochs=-1", f"ckpt_path={last}",
+                                                *probe], name="train_generator"), out_dir=tmp_path / "resumed")
     assert res["iterations"] == 5 and res["global_step"] == 10
+    assert_resumed(tmp_path / "start.pt", torch.load(last, weights_only=False))  # from the 2-process weights

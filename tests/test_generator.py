@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from omegaconf import OmegaConf
 import torch
 from torch.utils.data import DataLoader
 from conftest import assert_resumed
@@ -333,9 +334,12 @@ def test_every_config_composes(compose):
               for g in ("encoder", "generator", "data", "trainer", "callbacks", "logger")}
     for group, names in groups.items():
         assert names, group
-        for name in names:
+        for name in names:  # the group holds what its file says (the file's keys and values, its defaults aside)
             cfg = compose([f"{group}={name}"], name="train_generator")
-            assert cfg[group] is not None
+            raw = OmegaConf.to_container(OmegaConf.load(conf / group / f"{name}.yaml"), resolve=False)
+            got = OmegaConf.to_container(cfg[group], resolve=False) if cfg[group] is not None else {}
+            own = {k: v for k, v in raw.items() if k != "defaults"}
+            assert {k: got.get(k, "missing") for k in own} == own and (own or not got), (group, name)  # none: empty
     presets = sorted(p.stem for p in (conf / "experiment_train").glob("*.yaml"))
     assert {"mobilenet_v2_cpu", "mobilenet_v2_gpu", "mobilenet_v2_latent_cpu", "mobilenet_v2_latent_gpu"} <= set(presets)
     for name in presets:
@@ -464,7 +468,12 @@ def test_run_with_validation_writes_grids_and_best(compose, tmp_path):
     cfg = compose(TINY_OVERRIDES + ["trainer.max_steps=-1", "trainer.max_epochs=1", "loss.weights.adversarial=0",
                                     "data.cache=true", f"data.cache_dir={tmp_path / 'cache'}"], name="train_generator")
     out = run(cfg, out_dir=tmp_path / "a")
-    assert out["val_mse"] is not None and out["best_ckpt"] and Path(out["best_ckpt"]).is_file()
+    assert out["best_ckpt"] and Path(out["best_ckpt"]).is_file()
+    import csv
+
+    logged = [float(r["val/mse"]) for r in csv.DictReader(open(tmp_path / "a" / "csv" / "metrics.csv")) if r.get("val/mse")]
+    assert len(logged) == 1 and 0 < logged[0] < 1  # one validation; a mean squared error of [0, 1] images (NaN fails)
+    assert out["val_mse"] == pytest.approx(logged[0])
     grids = list((tmp_path / "a" / "grids").glob("*.png"))
     assert grids
     from PIL import Image
@@ -483,7 +492,7 @@ def test_callbacks_and_loggers_are_config_entries(compose, tmp_path):
     assert out["best_ckpt"] and out["last_ckpt"] and (tmp_path / "a" / "csv" / "metrics.csv").is_file()
     assert not (tmp_path / "a" / "grids").exists() and not (tmp_path / "a" / "tb").exists()
     out = run(compose(one_epoch + ["callbacks=none", "logger=none"], name="train_generator"), out_dir=tmp_path / "b")
-    assert out["best_ckpt"] is None and out["last_ckpt"] is None and out["val_mse"] is not None
+    assert out["best_ckpt"] is None and out["last_ckpt"] is None and 0 < out["val_mse"] < 1  # validated, NaN fails
     assert [p.name for p in (tmp_path / "b").iterdir()] == ["prior.pt"]
 
 

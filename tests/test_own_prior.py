@@ -41,8 +41,12 @@ def image_folder(root, n: int = 6) -> None:
 
 def test_train_a_prior_on_your_own_network_then_dgn_am_through_it(compose, tmp_path):
     image_folder(tmp_path / "photos")
+    # 200 steps at lr 1e-3 (about 10 s): the 4 steps of trainer=smoke give a G whose images barely move with
+    # the code inside DGN-AM's box [0, mean + 3 std], and the units then fall from their noise start.
     cfg = compose([*ENCODER, *TINY, "data=imagenet_folder", f"data.train={tmp_path / 'photos'}",
-                   f"data.val={tmp_path / 'photos'}", f"export.path={tmp_path / 'mine.pt'}"], name="train_generator")
+                   f"data.val={tmp_path / 'photos'}", f"export.path={tmp_path / 'mine.pt'}",
+                   "trainer.max_steps=200", "trainer.max_epochs=1000", "optimizer_g.lr=1e-3", "optimizer_d.lr=1e-3"],
+                  name="train_generator")
     out = train_run(cfg, out_dir=tmp_path / "train")
     g, info = load_prior(out["prior"])
     assert info["code_dim"] == 16 and g(torch.rand(2, 16)).shape == (2, 3, 64, 64)  # body.4: 16 channels, pooled
@@ -51,14 +55,16 @@ def test_train_a_prior_on_your_own_network_then_dgn_am_through_it(compose, tmp_p
     with pytest.raises(DgnamError, match=r"encoder is a network of your own \(nets.cifar_net, layer body.4\)"):
         prior_encoder(info)  # never imported from what a file says
 
-    vis = compose(["model=custom", "model._target_=nets.cifar_net", "method=dgnam", f"param.prior={out['prior']}",
-                   "layers=logits", "units=[0,3]", "steps=20", "batch_size=2", "output.progress=false",
-                   "input_resize=null"])
-    rows = visualize.run(vis, tmp_path / "dgnam")["results"]
-    assert [r["label"] for r in rows] == ["0", "3"]
-    assert all(np.isfinite(r["activation"]) for r in rows)
-    a, b = (np.asarray(Image.open(tmp_path / "dgnam" / "logits" / f"{u}.png")) for u in (0, 3))
-    assert a.shape == (64, 64, 3) and not np.array_equal(a, b)  # the prior's resolution; each unit its own code
+    for method in ("dgnam", "dgnam_tuned"):  # the recipe's 200 steps, and its step size scaled to small codes
+        vis = compose(["model=custom", "model._target_=nets.cifar_net", f"method={method}",
+                       f"param.prior={out['prior']}", "layers=logits", "units=[0,3]", "batch_size=2",
+                       "output.progress=false", "input_resize=null"])
+        rows = visualize.run(vis, tmp_path / method)["results"]
+        assert [r["label"] for r in rows] == ["0", "3"]
+        for r in rows:  # every unit asked for rises from its noise start, by a margin
+            assert r["steps"] == 200 and r["activation"] > r["start_activation"] + 0.05, (method, r)
+        a, b = (np.asarray(Image.open(tmp_path / method / "logits" / f"{u}.png")) for u in (0, 3))
+        assert a.shape == (64, 64, 3) and not np.array_equal(a, b)  # the prior's resolution; each unit its own code
 
 
 def test_encoder_custom_without_a_target_is_one_line(tmp_path):

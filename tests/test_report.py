@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
-from conftest import JUDGE, REPO, needs_shared
+from conftest import DATA, JUDGE, REPO, needs_shared
 from omegaconf import OmegaConf
 from PIL import Image
 from torch import nn
@@ -255,9 +255,17 @@ def test_presets_compose(compose):
 
 
 @needs_shared(JUDGE)
-def test_shared_judge_loads():
+@needs_shared(DATA)
+def test_shared_judge_names_the_class_of_shared_photos():
+    from dgnam.generator.data import ImageDataset, ParquetImages
+
     judge = load_judge({"kind": "pt2", "path": str(JUDGE)})
-    assert judge(torch.rand(2, 3, 96, 96)).shape == (2, 1000)
+    ds = ImageDataset(ParquetImages(str(DATA / "valid-*.parquet"), limit=32), resolution=128)
+    items = [ds[i] for i in range(len(ds))]
+    with torch.no_grad():
+        top1 = judge(torch.stack([it["image"] for it in items])).argmax(-1)
+    right = (top1 == torch.tensor([it["label"] for it in items])).sum().item()
+    assert right >= 16, right  # 19 of these 32 photos (1,000 classes); its answer on noise is one class
 
 
 def test_bad_judge_in_report_mode_exits_with_one_line(compose, tiny_runs, judge_files, tmp_path, capsys):

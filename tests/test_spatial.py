@@ -82,6 +82,8 @@ def test_train_generator_trains_a_spatial_latent_prior_and_dgn_am_runs_through_i
     stats = info
     p = GeneratorParam(torch.zeros(2, 3, 8, 8), noise=True, generator=torch.Generator().manual_seed(0), gen=g,
                        code_mean=stats["code_mean"], code_std=stats["code_std"])
+    with torch.no_grad():  # start inside the box, at the code's mean: the recipe's N(0, 1) start lies outside it,
+        p.code.copy_(stats["code_mean"].expand_as(p.code))  # and may score above anything inside (it does for unit 0)
     upper = stats["code_mean"] + 3 * stats["code_std"]
     seen = []
     res = optimize(p, tiny_target, O.channel("conv2", [0, 1]), steps=6, grad_norm="l1",
@@ -89,7 +91,8 @@ def test_train_generator_trains_a_spatial_latent_prior_and_dgn_am_runs_through_i
                    post_steps=p.post_steps(), callback=lambda step: seen.append(
                        (p.code.min().item(), (p.code - upper).max().item())))
     assert all(lo >= 0 and hi <= 1e-5 for lo, hi in seen)  # DGN-AM's clamp, per unit of the 3,072-d code
-    assert res.history[-1].mean() > res.history[0].mean()
+    # every item rose (a head trained 4 steps on a random decoder moves these units by about 1e-3 and 1e-4)
+    assert (res.history[-1] > res.history[0] + 2e-5).all(), res.history[[0, -1]]
 
 
 def test_a_spatial_code_needs_an_unpooled_conv_layer(compose, tmp_path):
