@@ -22,7 +22,7 @@ from dgnam.errors import DgnamError
 from dgnam.eval.judges import load_judge
 from dgnam.eval.report import build_report, find_run_dirs, order_methods
 from dgnam.eval.run import ReportCallback
-from dgnam.eval.stats import high_frequency_energy, total_variation
+from dgnam.eval.stats import grid_ratio, high_frequency_energy, total_variation
 
 sys.path.insert(0, str(REPO))
 import visualize  # noqa: E402
@@ -134,6 +134,44 @@ def test_image_statistics_on_known_images():
     assert 0 < total_variation(low).item() < total_variation(high).item()
     batch = torch.cat([const, checker, low])
     assert high_frequency_energy(batch).tolist() == pytest.approx([0.0, 1.0, 0.0], abs=1e-6)
+
+
+def _pink(n: int, batch: int, seed: int = 0) -> torch.Tensor:
+    """Images with a photo's 1/f amplitude spectrum and random phases, in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    f = (torch.fft.fftfreq(n).view(n, 1) ** 2 + torch.fft.fftfreq(n).view(1, n) ** 2).sqrt().clamp_min(1 / n)
+    spec = torch.complex(torch.randn(batch, 3, n, n, generator=g), torch.randn(batch, 3, n, n, generator=g)) / f
+    img = torch.fft.ifft2(spec).real
+    lo, hi = img.amin((2, 3), keepdim=True), img.amax((2, 3), keepdim=True)
+    return (img - lo) / (hi - lo)
+
+
+def test_grid_ratio_scores_a_grid_high_and_photo_like_images_near_one():
+    n = 128
+    pink = _pink(n, 6)
+    assert ((grid_ratio(pink) > 0.85) & (grid_ratio(pink) < 1.1)).all()  # a photo's spectrum: about 1
+    grid = pink.clone()
+    grid[..., ::8, :] *= 0.95  # dark lines every 8 px, 5 % contrast
+    grid[..., :, ::8] *= 0.95
+    assert (grid_ratio(grid) > 1.08).all() and (grid_ratio(grid) > grid_ratio(pink) + 0.1).all()
+    strong = pink.clone()
+    strong[..., ::8, :] = 0
+    assert (grid_ratio(strong) > 3).all()  # black rows every 8 px (the columns stay clean)
+    assert (grid_ratio(pink, period=16) < 1.1).all() and (grid_ratio(strong, period=7) < 1.1).all()  # other periods
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    cells = (((i // 8) + (j // 8)) % 2).float().expand(1, 3, n, n)  # a checkerboard of 8-px cells: period 16
+    assert grid_ratio(cells, period=16).item() > 10  # its odd harmonics (8, 24, 40 ... cycles) lie on these lines
+    assert grid_ratio(cells, period=8).item() < 1  # and none on the lines of an 8-px period (16, 32 ... cycles)
+    assert grid_ratio(torch.rand(1, 3, 16, 16)).isnan().all()  # too small to hold the lines
+
+
+@needs_shared(DATA)
+def test_grid_ratio_of_shared_photos_is_about_one():
+    from dgnam.generator.data import ImageDataset, ParquetImages
+
+    ds = ImageDataset(ParquetImages(str(DATA / "valid-*.parquet"), limit=64), resolution=128)
+    r = grid_ratio(torch.stack([ds[i]["image"] for i in range(len(ds))]))
+    assert 0.9 < r.median().item() < 1.02 and (r < 1.2).float().mean() > 0.9, r
 
 
 def test_methods_order_is_stable_and_configurable():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -44,6 +45,7 @@ from dgnam.eval.render import _mean, _pct, _scale, _unit_key, write_report
 from dgnam.eval.stats import (
     HF_RADIUS,
     STATS_SIZE,
+    grid_ratio,
     high_frequency_energy,
     total_variation,
 )
@@ -207,6 +209,7 @@ def score_rows(rows: Sequence[dict[str, Any]], judges: Sequence[Judge], hf_radiu
         simg = resize_crop(img, int(stats_size)) if stats_size and img.shape[-1] != stats_size else img
         o["tv"] = float(total_variation(simg[None])[0])
         o["hf_energy"] = float(high_frequency_energy(simg[None], hf_radius)[0])
+        o["grid"] = float(grid_ratio(img[None])[0])  # at the size it was made: resizing moves the grid's lines
         o["size"] = int(img.shape[-1])
         out.append(o)
     for judge in judges:
@@ -266,6 +269,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], judge_names: Sequence[str],
             s[f"{j}_prob"] = _mean([r.get(f"{j}_prob") for r in cls])
         s["tv"] = _mean([r["tv"] for r in rs])
         s["hf_energy"] = _mean([r["hf_energy"] for r in rs])
+        grids = [r["grid"] for r in rs if r.get("grid") is not None and math.isfinite(r["grid"])]
+        s["grid"] = statistics.median(grids) if grids else None
         s["seconds"] = _mean([r.get("seconds") for r in rs])
         out.append(s)
     return out

@@ -45,3 +45,48 @@ def high_frequency_energy(images: Tensor, radius: float = HF_RADIUS) -> Tensor:
     total = power.flatten(1).sum(1)
     hf = (power * high).flatten(1).sum(1)
     return torch.where(total > 1e-12 * h * w, hf / total.clamp_min(1e-300), torch.zeros_like(total)).float()
+
+
+GRID_PERIOD = 8  # px: the TAEF2 decoder draws each latent cell as an 8 x 8 block (16 x 16 latents at 128 px)
+
+
+def grid_ratio(images: Tensor, period: int = GRID_PERIOD) -> Tensor:
+    """How strongly a periodic grid of ``period`` px lies over each image: (B, C, H, W) in [0, 1] -> (B,).
+
+    On the luma ``0.299 R + 0.587 G + 0.114 B`` (mean removed, times a 2-d Hann window), the power
+    spectrum ``|DFT2|^2`` is read on the lines at multiples of ``N / period`` cycles (every row ``fy``
+    and every column ``fx`` of such an index, for side N, DC lines excluded), and their mean power is
+    divided by the mean power on the lines one bin beside them (where those cross no line). A grid puts
+    energy on the lines and not beside them. Photos score about 1: median 0.96 (10th-90th percentile
+    0.84-1.07) over 2,000 128-px photos of the shared validation split; images with a photo's 1/f
+    spectrum 0.94-1.0; an 8-px grid of 5 % contrast over such an image 1.1-1.2; DGN-AM through the
+    3-stage latent prior (method=dgnam_deep) 1.34 (``benchmarks/grid_ratio.py``). Measure images at the size
+    they were made: resizing moves the lines. Sides smaller than ``3 * period`` give NaN.
+    """
+    x = images.double()
+    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]) if x.shape[1] == 3 else x.mean(1)
+    luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
+    h, w = luma.shape[-2:]
+    win = torch.hann_window(h, periodic=False, dtype=torch.float64).view(h, 1) * \
+        torch.hann_window(w, periodic=False, dtype=torch.float64).view(1, w)
+    power = torch.fft.fft2(luma * win).abs().pow(2)  # (B, H, W)
+
+    def lines(n: int) -> tuple[list[int], list[int]]:
+        step = n / period
+        on = sorted({round(k * step) for k in range(1, period)} - {0, n})
+        beside = sorted({i + d for i in on for d in (-1, 1)} - set(on) - {0})
+        return on, [i % n for i in beside]
+
+    if min(h, w) < 3 * period:
+        return torch.full((power.shape[0],), float("nan"))
+    (on_y, off_y), (on_x, off_x) = lines(h), lines(w)
+
+    def mask(rows: list[int], cols: list[int]) -> Tensor:
+        m = torch.zeros(h, w, dtype=torch.bool)
+        m[rows, :] = True
+        m[:, cols] = True
+        return m
+
+    on = mask(on_y, on_x)
+    off = mask(off_y, off_x) & ~on  # beside the lines, where they cross no line
+    return (power[:, on].mean(1) / power[:, off].mean(1).clamp_min(1e-30)).float()
