@@ -68,7 +68,7 @@ class Visualization:
 
     def grid(self, cols: int | None = None) -> Image.Image:
         """A labelled grid of all images (the CLI's ``grid_<layer>.png`` style)."""
-        cols = cols or int(OmegaConf.select(self.cfg, "output.grid_cols", default=8)) or 8
+        cols = cols or int(OmegaConf.select(self.cfg, "output.grid_cols", default=8) or 8)
         grid = labelled_grid(self.images, [f"{u.layer} {u.label}" if len(self._layers) > 1 else u.label
                                            for u in self.units], cols=cols)
         return Image.fromarray(grid.permute(1, 2, 0).numpy())

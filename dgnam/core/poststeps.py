@@ -89,3 +89,27 @@ class Clamp:
         high = self.high.to(x.device) if isinstance(self.high, Tensor) else self.high
         x.copy_(torch.maximum(torch.minimum(x, torch.as_tensor(high, device=x.device)),
                               torch.as_tensor(low, device=x.device)))
+
+
+class CodePrior:
+    """The prior and noise terms of the PPGN-h sampler (Nguyen et al. 2017) on a code h (B, D):
+    ``h += e1 * (R(h) - h) + e3 * std * N(0, 1)`` after each gradient step, with R a denoising
+    autoencoder of real codes (:class:`dgnam.generator.dae.CodeDAE`) and ``std`` (D,) the code units'
+    std over real photos (so ``e3`` is in standardized units). The gradient step is the third term
+    (``e2``: the optimizer's step size). With ``e1 = e3 = 0`` this does nothing: DGN-AM's path.
+    ``generator`` makes the noise reproducible; each item draws its own noise."""
+
+    def __init__(self, denoiser: nn.Module, e1: float, e3: float, std: Tensor | None = None,
+                 generator: torch.Generator | None = None) -> None:
+        self.denoiser, self.e1, self.e3, self.std, self.generator = denoiser, float(e1), float(e3), std, generator
+
+    @torch.no_grad()
+    def __call__(self, param: nn.Module, step: int) -> None:
+        h = raw(param)
+        if self.e1:
+            h.add_(self.denoiser(h.float()).to(h.dtype) - h, alpha=self.e1)
+        if self.e3:
+            noise = torch.randn(h.shape, generator=self.generator).to(h.device, h.dtype)
+            if self.std is not None:
+                noise.mul_(self.std.to(h.device, h.dtype))
+            h.add_(noise, alpha=self.e3)

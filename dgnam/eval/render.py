@@ -58,6 +58,9 @@ def _summary_table(summary: Sequence[Mapping[str, Any]], judge_names: Sequence[s
     for j in judge_names:
         head += [f"{j} top-1 %", f"{j} top-5 %", f"{j} p"]
     head += ["TV", "HF energy", "grid", "s / image"]
+    div = any(s.get("diversity") is not None for s in summary)
+    if div:
+        head += ["diversity", "photos' diversity"]
     table = [head]
     for s in summary:
         n = f"{s['images']} ({s['units']} × {s['seeds']})"
@@ -68,6 +71,8 @@ def _summary_table(summary: Sequence[Mapping[str, Any]], judge_names: Sequence[s
                 top1 += f" ± {s[f'{j}_top1_pct_sd']:.1f}"
             row += [top1, _fmt(s[f"{j}_top5_pct"], 1), _fmt(s[f"{j}_prob"])]
         row += [_fmt(s["tv"]), _fmt(s["hf_energy"]), _fmt(s.get("grid")), _fmt(s["seconds"], 1)]
+        if div:
+            row += [_fmt(s.get("diversity")), _fmt(s.get("photo_diversity"))]
         table.append(row)
     return table
 
@@ -154,6 +159,10 @@ def _definitions(judges: Sequence[Judge], hf_radius: float, stats_size: int | No
         "measured at the size the image was made. Photos score about 1 (median 0.96 over the shared 128-px "
         "validation photos); an 8-px grid, like the one a latent decoder draws from latents off its "
         "manifold, scores above (an 8-px grid of 5 % contrast over a photo-like image: 1.1-1.2).",
+        "- **diversity** (runs with samples=K): for each unit, the mean pairwise cosine distance of the first "
+        "exported judge's penultimate (pooled) features over its K images, averaged over units; **photos' "
+        "diversity**: the same for K photos of each class from `report.photos` (the shared validation split: "
+        "0.34-0.46 for 4 photos of a class).",
         "- **n**: images averaged (units × seeds); with several seeds, ± is the standard deviation over seeds "
         "of the per-seed value.",
     ]

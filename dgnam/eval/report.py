@@ -150,14 +150,15 @@ def gather_rows(runs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
             src = (d / row["image"]).resolve()
             if not src.is_file():
                 raise DgnamError(f"image {src} named in {res_file} not found")
-            key = (row["method"], int(row["seed"]), str(row["layer"]), int(row["unit"]), row["kind"])
+            key = (row["method"], int(row["seed"]), str(row["layer"]), int(row["unit"]), row["kind"],
+                   int(row.get("sample", 0)))  # samples=K: K rows of one unit
             replaced += key in rows
             rows[key] = {**row, "run": str(d), "source": str(src), "target": model.get("arch"),
                          "_weights_file": model.get("weights_file")}
     if skipped:
         log.warning("%d rows without a PNG (output.png=false) skipped", skipped)
     if replaced:
-        log.warning("%d duplicate rows (same method, seed, layer, unit) replaced by later runs", replaced)
+        log.warning("%d duplicate rows (same method, seed, layer, unit, sample) replaced by later runs", replaced)
     check_shards(shards)
     return list(rows.values())
 
@@ -272,6 +273,9 @@ def summarize(rows: Sequence[Mapping[str, Any]], judge_names: Sequence[str],
         grids = [r["grid"] for r in rs if r.get("grid") is not None and math.isfinite(r["grid"])]
         s["grid"] = statistics.median(grids) if grids else None
         s["seconds"] = _mean([r.get("seconds") for r in rs])
+        per_unit = {(r["seed"], _unit_key(r)): r for r in rs if r.get("diversity") is not None}
+        s["diversity"] = _mean([r["diversity"] for r in per_unit.values()])
+        s["photo_diversity"] = _mean([r.get("photo_diversity") for r in per_unit.values()])
         out.append(s)
     return out
 
@@ -279,8 +283,12 @@ def summarize(rows: Sequence[Mapping[str, Any]], judge_names: Sequence[str],
 def build_report(runs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                  judges: Sequence[Mapping[str, Any] | Judge] | None = None,
                  methods_order: Sequence[str] | None = None, hf_radius: float = HF_RADIUS,
-                 stats_size: int | None = STATS_SIZE) -> dict[str, Any]:
+                 stats_size: int | None = STATS_SIZE, photos: str | None = None) -> dict[str, Any]:
     """Gather the runs, score every image, and write the report into ``out_dir``.
+
+    ``photos``: a labelled Parquet dataset; for units with several samples (``samples=K``) the
+    report gives their diversity beside that of K photos of the class there
+    (:mod:`dgnam.eval.diversity`, measured in the first exported judge's features).
 
     ``judges``: judge specs (see :func:`dgnam.eval.judges.load_judge`) or loaded :class:`Judge` objects;
     ``None`` means the shared judge (:func:`default_judges`), ``[]`` no judge.
@@ -297,6 +305,11 @@ def build_report(runs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     if len(set(names)) != len(names):
         raise DgnamError(f"two judges share a name ({', '.join(names)}); give each a distinct name")
     scored = score_rows(rows, loaded, hf_radius, stats_size)
+    pt2 = [j for j in loaded if hasattr(j.model, "graph")]  # an exported judge: its penultimate features
+    if pt2:
+        from dgnam.eval.diversity import add_diversity
+
+        add_diversity(scored, pt2[0], photos)
     methods = order_methods({r["method"] for r in scored}, methods_order)
     summary = summarize(scored, names, methods)
     dirs = list(dict.fromkeys(Path(r["run"]) for r in scored))

@@ -33,8 +33,9 @@ def _report_args(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     size = rc.get("stats_size", STATS_SIZE)
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
         raise DgnamError(f"report.stats_size={size!r} must be a positive integer (pixels) or null")
+    photos = rc.get("photos")
     return {"judges": judges, "methods_order": order, "hf_radius": float(rc.get("hf_radius") or HF_RADIUS),
-            "stats_size": size}
+            "stats_size": size, "photos": str(photos) if photos else None}
 
 
 def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:

@@ -7,6 +7,7 @@ outputs. Pixel-space AM and DGN-AM differ only in the parameterization and its p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,7 @@ from dgnam.core.models import Target
 from dgnam.core.units import Unit, objective_for, select_units, shard_units
 from dgnam.errors import DgnamError
 from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_results
+from dgnam.views.sampling import check_ppgn, check_samples, code_prior_step
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class AMRun:
     images: dict[str, Tensor]
     frames: dict[str, list[list[Tensor]]]
     rows: list[dict]
+    samples: int = 1  # images per unit (samples=K): K consecutive images and rows per unit
 
 
 def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn.Module] | None = None,
@@ -58,6 +61,8 @@ def run_am(cfg: DictConfig, out_dir: str | Path, param_factory: Callable[..., nn
 def write_am(am: AMRun, out_dir: str | Path, ocfg: Mapping[str, Any]) -> None:
     """The files of a run: per layer a PNG per unit, the grid and the animations; results.json/.csv."""
     out = Path(out_dir)
+    if not ocfg.get("grid_cols"):
+        ocfg = {**ocfg, "grid_cols": am.samples if am.samples > 1 else 8}  # a unit's samples side by side, one unit per row
     for layer, units in am.plan.items():
         _save_layer(out, layer, units, am.images[layer], am.frames[layer], ocfg)
     write_results(am.rows, out)
@@ -82,7 +87,9 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
         plan[str(layer)] = shard_units(plan[str(layer)], OmegaConf.select(cfg, "shard.index", default=0),
                                        OmegaConf.select(cfg, "shard.count", default=1))
     factory = param_factory or build(cfg.param)
-    is_pixel = probe_param(factory, init_cfg, sizes[0], pre.seed).pixel_space
+    probe = probe_param(factory, init_cfg, sizes[0], pre.seed)
+    is_pixel = probe.pixel_space
+    samples, ppgn = check_samples(cfg), check_ppgn(cfg, probe)
     if n_oct > 1 and not is_pixel:
         raise DgnamError("octaves need param=pixel (the FFT parameterization has a fixed size)")
     opt_factory = build(cfg.optimizer)
@@ -90,7 +97,7 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     seed = pre.seed
     ocfg = cfg.get("output", {})
     frame_every = int(ocfg.get("frame_every", 10)) if (ocfg.get("gif") or ocfg.get("mp4")) else 0
-    total = sum(len(u) for u in plan.values()) * steps * len(sizes)
+    total = sum(len(u) for u in plan.values()) * steps * len(sizes) * samples
     bar = tqdm(total=total, desc="optimizing", unit="unit-step", disable=not ocfg.get("progress", True),
                mininterval=1.0)
     resize = T.Resize(int(cfg.input_resize)) if cfg.get("input_resize") else None
@@ -104,49 +111,74 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
         for start in range(0, len(units), batch_size):
             chunk = units[start : start + batch_size]
             b = len(chunk)
-            g = torch.Generator().manual_seed(seed)  # same draws for every batch: batching-invariant
-            init = make_init(init_cfg, b, sizes[0], seed).to(device)
-            param = factory(init=init, noise=init_cfg.get("kind", "noise") == "noise", generator=g).to(device)
-            tfs, posts, penalty = build_priors(priors, g, pixel=is_pixel)
-            posts += param.post_steps()
-            own = param.penalty()
-            penalty = own if penalty is None else (penalty + own if own is not None else penalty)
-            if resize is not None:
-                tfs.append(resize)
-            unit_obj = objective_for(chunk)
-            objective = unit_obj - penalty if penalty is not None else unit_obj
-            t0 = time.perf_counter()
-            res = optimize(param, target, objective, steps=steps, optimizer=opt_factory,
-                           transforms=tfs, post_steps=[*posts, *extra_post_steps], scheduler=sched_factory,
-                           grad_norm=grad_norm, octave_sizes=[(s, s) for s in sizes] if n_oct > 1 else None,
-                           track=unit_obj, frame_every=frame_every, callback=lambda _s: bar.update(b),
-                           early_stop=EarlyStop(patience, min_delta) if patience else None)
-            ran = int(res.history.shape[0])
-            bar.update(b * (steps * len(sizes) - ran))  # the steps an early stop skipped
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            secs = time.perf_counter() - t0
-            seen = res.images.to(device)  # score what the target saw (e.g. G's output resized)
-            final = evaluate(target, resize(seen) if resize is not None else seen, chunk)
-            for i, u in enumerate(chunk):
-                row = {"method": cfg.get("method_name", "pixel"), "seed": seed, "layer": layer,
-                       "unit": u.index, "label": u.label, "kind": u.kind,
-                       "image": str(_png_path(layer, u).as_posix()) if ocfg.get("png", True) else None,
-                       "activation": final["activation"][i]}
-                if "probability" in final:
-                    row["probability"] = final["probability"][i]
-                    row["top1"] = final["top1"][i]
-                row.update({"start_activation": float(res.history[0, i]), "steps": ran,
-                            "seconds": secs / b, "batch_seconds": secs, "batch_size": b})
-                if u.kind == "neuron":
-                    row.update({"x": u.x, "y": u.y})
-                rows.append(row)
-            imgs.append(target.seen(res.images))
-            frames_by_batch.append([target.seen(f) for f in res.frames])
+            runs = []
+            for k in range(samples):  # sample k: its own start and noise (seed + k); sample 0 is the plain run
+                kseed = seed + k
+                g = torch.Generator().manual_seed(kseed)  # same draws for every batch: batching-invariant
+                init = make_init(init_cfg, b, sizes[0], kseed).to(device)
+                param = factory(init=init, noise=init_cfg.get("kind", "noise") == "noise", generator=g).to(device)
+                tfs, posts, penalty = build_priors(priors, g, pixel=is_pixel)
+                posts += param.post_steps()
+                posts += code_prior_step(ppgn, kseed, device)
+                own = param.penalty()
+                penalty = own if penalty is None else (penalty + own if own is not None else penalty)
+                if resize is not None:
+                    tfs.append(resize)
+                unit_obj = objective_for(chunk)
+                objective = unit_obj - penalty if penalty is not None else unit_obj
+                t0 = time.perf_counter()
+                res = optimize(param, target, objective, steps=steps, optimizer=opt_factory,
+                               transforms=tfs, post_steps=[*posts, *extra_post_steps], scheduler=sched_factory,
+                               grad_norm=grad_norm, octave_sizes=[(s, s) for s in sizes] if n_oct > 1 else None,
+                               track=unit_obj, frame_every=frame_every, callback=lambda _s: bar.update(b),
+                               early_stop=EarlyStop(patience, min_delta) if patience else None)
+                ran = int(res.history.shape[0])
+                bar.update(b * (steps * len(sizes) - ran))  # the steps an early stop skipped
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                secs = time.perf_counter() - t0
+                seen = res.images.to(device)  # score what the target saw (e.g. G's output resized)
+                final = evaluate(target, resize(seen) if resize is not None else seen, chunk)
+                krows = []
+                for i, u in enumerate(chunk):
+                    su = _sample_unit(u, k, samples)
+                    row = {"method": cfg.get("method_name", "pixel"), "seed": seed, "layer": layer,
+                           "unit": u.index, "label": su.label, "kind": u.kind,
+                           "image": str(_png_path(layer, su).as_posix()) if ocfg.get("png", True) else None,
+                           "activation": final["activation"][i]}
+                    if samples > 1:
+                        row.update({"sample": k, "sample_seed": kseed})
+                    if "probability" in final:
+                        row["probability"] = final["probability"][i]
+                        row["top1"] = final["top1"][i]
+                    row.update({"start_activation": float(res.history[0, i]), "steps": ran,
+                                "seconds": secs / b, "batch_seconds": secs, "batch_size": b})
+                    if u.kind == "neuron":
+                        row.update({"x": u.x, "y": u.y})
+                    krows.append(row)
+                runs.append((krows, target.seen(res.images), [target.seen(f) for f in res.frames]))
+            # unit-major: unit 0's K samples, then unit 1's, ...
+            rows += [runs[k][0][i] for i in range(b) for k in range(samples)]
+            imgs.append(_interleave([r[1] for r in runs]))
+            n_frames = min(len(r[2]) for r in runs)
+            frames_by_batch.append([_interleave([r[2][t] for r in runs]) for t in range(n_frames)])
         images_by_layer[layer] = torch.cat(imgs)
         frames_by_layer[layer] = frames_by_batch
     bar.close()
-    return AMRun(plan, images_by_layer, frames_by_layer, rows)
+    if samples > 1:
+        plan = {layer: [_sample_unit(u, k, samples) for u in units for k in range(samples)]
+                for layer, units in plan.items()}
+    return AMRun(plan, images_by_layer, frames_by_layer, rows, samples)
+
+
+def _sample_unit(unit: Unit, k: int, samples: int) -> Unit:
+    """The unit as sample k names it (label ``<label>_s<k>``; unchanged for a single sample)."""
+    return unit if samples == 1 else dataclasses.replace(unit, label=f"{unit.label}_s{k}")
+
+
+def _interleave(per_sample: Sequence[Tensor]) -> Tensor:
+    """K tensors (B, ...) -> (B * K, ...) ordered item 0's K, item 1's K, ..."""
+    return torch.stack(list(per_sample), 1).flatten(0, 1)
 
 
 

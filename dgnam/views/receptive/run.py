@@ -200,7 +200,7 @@ def run_receptive_field(cfg: DictConfig, out_dir: str | Path) -> dict:
                     "start_activation": float(before[i]), "activation": float(after[i]),
                     "max_change_outside": outside, "steps": steps, "seconds": secs / b,
                 })
-        cols = 2 * min(len(entries), int(OmegaConf.select(cfg, "output.grid_cols", default=8)) // 2 or 1)
+        cols = 2 * min(len(entries), int(OmegaConf.select(cfg, "output.grid_cols", default=8) or 8) // 2 or 1)
         save_png(labelled_grid(tiles, labels, cols=cols, tile=max(size, zoom)).float() / 255,
                  out / f"rf_{safe_name(layer)}.png")
         summary_tiles += tiles

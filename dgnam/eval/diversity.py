@@ -1,0 +1,121 @@
+"""Diversity of a unit's samples: the mean pairwise cosine distance of a fixed feature space.
+
+For K images of one unit (``samples=K``), every pair's cosine distance ``1 - cos(f(a), f(b))`` of a
+judge's penultimate features (its pooled features, the input of its last layer), averaged over the
+K (K - 1) / 2 pairs. Beside it, the same number for K real photos of the class from the shared
+validation split (5 per class), so that "as diverse as photos" is a comparison, not an impression.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dgnam.errors import DgnamError
+
+#: the last layers of a classifier, whose input is its penultimate feature
+_LAST = {"aten.conv2d.default", "aten.linear.default", "aten.addmm.default"}
+
+
+def penultimate(module: nn.Module) -> nn.Module:
+    """From an exported classifier's module (``torch.export.load(f).module()``), one that returns
+    the input of its last convolution or linear layer (the pooled features), flattened per image."""
+    import copy
+
+    gm = copy.deepcopy(module)
+    nodes = list(gm.graph.nodes)
+    last = [n for n in nodes if n.op == "call_function" and str(n.target) in _LAST]
+    if not last:
+        raise DgnamError("the judge has no convolution or linear layer to take its penultimate features from")
+    feat = last[-1].args[0]
+    out = next(n for n in nodes if n.op == "output")
+    with gm.graph.inserting_before(out):
+        flat = gm.graph.call_function(torch.flatten, (feat, 1))
+    out.args = ((flat,),)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return gm
+
+
+def pairwise_cosine_distance(features: Tensor) -> float:
+    """Mean of ``1 - cos`` over the K (K - 1) / 2 pairs of rows of ``features`` (K, F); K >= 2."""
+    k = features.shape[0]
+    if k < 2:
+        raise DgnamError(f"diversity needs at least 2 images, got {k}")
+    f = nn.functional.normalize(features.double().flatten(1), dim=1)
+    cos = f @ f.T
+    iu = torch.triu_indices(k, k, 1)
+    return float((1 - cos[iu[0], iu[1]]).mean())
+
+
+class FeatureSpace:
+    """A judge's penultimate features of images in [0, 1] (resized as the judge resizes them)."""
+
+    def __init__(self, judge) -> None:  # a dgnam.eval.judges.Judge with an exported module
+        self.judge = judge
+        self.net = penultimate(judge.model)
+
+    @torch.no_grad()
+    def __call__(self, images01: Tensor) -> Tensor:
+        x = self.judge.resize(images01.float())
+        return torch.cat([self.net(x[i : i + self.judge.batch_size]).float() for i in
+                          range(0, x.shape[0], self.judge.batch_size)])
+
+
+def class_photos(files: str | os.PathLike, classes: Sequence[int], k: int) -> dict[int, Tensor]:
+    """The first ``k`` photos (k, 3, 128, 128) of each class in ``classes`` from a labelled Parquet
+    dataset (the shared validation split: 5 per class)."""
+    import pyarrow.parquet as pq
+
+    from dgnam.generator.data import center_square, decode_image, expand_files, pil_to_tensor
+
+    want = {int(c): [] for c in classes}
+    for f in expand_files(str(files), "parquet files"):
+        table = pq.read_table(f, columns=["image", "label"])
+        for img, label in zip(table.column("image").to_pylist(), table.column("label").to_pylist()):
+            if label in want and len(want[label]) < k:
+                pil = decode_image(img["bytes"])
+                if pil is not None:
+                    want[label].append(pil_to_tensor(center_square(pil, 128)))
+    short = [c for c, v in want.items() if len(v) < k]
+    if short:
+        raise DgnamError(f"{files} holds fewer than {k} photos of classes {short[:5]}")
+    return {c: torch.stack(v) for c, v in want.items()}
+
+
+def add_diversity(rows: list[dict], judge, photos: str | os.PathLike | None) -> None:
+    """For every unit with K >= 2 samples (rows of one method, seed, layer and unit that differ in
+    ``sample``): ``diversity``, the mean pairwise cosine distance of the judge's penultimate features
+    of its K images, written into each of its rows; for a class unit with ``photos`` (a labelled
+    Parquet dataset), ``photo_diversity``: the same for the class's first K photos there."""
+    from dgnam.io import load_image
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r.get("sample") is not None:
+            groups.setdefault((r["method"], int(r["seed"]), str(r["layer"]), int(r["unit"])), []).append(r)
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    if not groups:
+        return
+    space = FeatureSpace(judge)
+    for rs in groups.values():
+        d = pairwise_cosine_distance(space(torch.stack([load_image(r["source"]) for r in rs])))
+        for r in rs:
+            r["diversity"] = d
+    if photos is None:
+        return
+    want: dict[int, int] = {}
+    for rs in groups.values():
+        if rs[0]["kind"] == "class":
+            want[int(rs[0]["unit"])] = max(want.get(int(rs[0]["unit"]), 0), min(len(rs), 5))
+    if not want:
+        return
+    photos_by_class = class_photos(photos, sorted(want), max(want.values()))
+    for rs in groups.values():
+        if rs[0]["kind"] == "class":
+            d = pairwise_cosine_distance(space(photos_by_class[int(rs[0]["unit"])][: min(len(rs), 5)]))
+            for r in rs:
+                r["photo_diversity"] = d

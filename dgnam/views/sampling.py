@@ -1,0 +1,65 @@
+"""PPGN-h sampling around the activation-maximization loop (Nguyen et al., CVPR 2017).
+
+``method=ppgn`` adds the code prior and noise terms of the PPGN-h sampler,
+``h <- h + e1 (R(h) - h) + e2 d log p(y | G(h)) / dh + N(0, e3^2)``, to DGN-AM's loop as a post-step
+(:class:`dgnam.core.poststeps.CodePrior`): e2 is the optimizer's step, R a denoising autoencoder of
+real codes (:mod:`dgnam.generator.dae`). ``samples=K`` runs K chains per unit, each from its own
+start and with its own noise, so that a unit gets K distinct images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from dgnam.core import poststeps as P
+from dgnam.core.params.base import ImageParam
+from dgnam.errors import DgnamError
+
+
+def check_samples(cfg: DictConfig) -> int:
+    """``samples`` (images per unit, default 1): an integer >= 1."""
+    k = cfg.get("samples", 1)
+    if k is None:
+        return 1
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise DgnamError(f"samples={k} must be an integer >= 1 (images per unit, each from its own chain)")
+    return int(k)
+
+
+def check_ppgn(cfg: DictConfig, probe: ImageParam) -> dict[str, Any] | None:
+    """``ppgn: {dae, e1, e3}`` checked against the parameterization (before any work); None when the
+    config has no ``ppgn`` node or both terms are 0. Loads R and checks it fits the prior's code."""
+    node = cfg.get("ppgn")
+    if node is None:
+        return None
+    vals = {}
+    for key in ("e1", "e3"):
+        v = node.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+            raise DgnamError(f"ppgn.{key}={v} must be a number >= 0 (e1: the code prior's weight, e3: the noise's std)")
+        vals[key] = float(v)
+    if not vals["e1"] and not vals["e3"]:
+        return None
+    info = getattr(probe, "info", None)
+    if not hasattr(probe, "code") or not isinstance(info, dict) or "code_std" not in info:
+        raise DgnamError("method=ppgn samples a generator's code: it needs param=generator (a prior with code "
+                         "statistics)")
+    dae = None
+    if vals["e1"]:
+        if not node.get("dae"):
+            raise DgnamError(f"ppgn.e1={vals['e1']} needs ppgn.dae=<file> (a code DAE: python -m dgnam.generator.dae)")
+        from dgnam.generator.dae import load_dae
+
+        dae = load_dae(str(node.dae), int(info["code_dim"]))
+    return {"dae": dae, "std": info["code_std"].float().reshape(-1), **vals}
+
+
+def code_prior_step(ppgn: dict[str, Any] | None, seed: int, device: torch.device) -> list[P.PostStep]:
+    """The post-step of one batch (its noise drawn from a generator seeded by ``seed``)."""
+    if ppgn is None:
+        return []
+    dae = ppgn["dae"].to(device) if ppgn["dae"] is not None else None
+    return [P.CodePrior(dae, ppgn["e1"], ppgn["e3"], ppgn["std"], torch.Generator().manual_seed(seed + 7919))]

@@ -1,0 +1,198 @@
+"""PPGN-h: the code DAE R (trains, lowers its denoising error, loads safely), the sampler's terms in
+the loop (samples=K distinct images per unit; e1 = e3 = 0 is DGN-AM's path), bad input; the
+diversity measure of the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+from PIL import Image
+from test_spatial import SPATIAL_TRAIN
+
+from dgnam.core.poststeps import CodePrior
+from dgnam.errors import DgnamError
+from dgnam.eval.diversity import pairwise_cosine_distance, penultimate
+from dgnam.generator.dae import CodeDAE, load_dae, save_dae, train_dae
+from dgnam.generator.prior import load_prior
+
+sys.path.insert(0, str(REPO))
+import visualize  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SHAPE = (8, 4, 4)
+
+
+def structured_codes(n: int, seed: int = 0) -> torch.Tensor:
+    """Codes (n, 8*4*4) that lie near a 3-d subspace (ReLU of a random map of 3 factors): a DAE can
+    learn where they live, so it can remove noise that leaves that subspace."""
+    g = torch.Generator().manual_seed(seed)
+    basis = torch.randn(3, 8 * 4 * 4, generator=torch.Generator().manual_seed(99))
+    return torch.relu(torch.randn(n, 3, generator=g) @ basis)
+
+
+def test_the_dae_trains_on_synthetic_codes_and_lowers_its_denoising_error(tmp_path):
+    codes, val = structured_codes(512), structured_codes(128, seed=1)
+    mean, std = codes.mean(0), codes.std(0)
+    res = train_dae(codes, val, SHAPE, mean, std, tmp_path / "r", steps=150, batch_size=32, lr=3e-3, width=32,
+                    noise=0.5, progress=False)
+    assert res["global_step"] == 150 and (tmp_path / "r" / "checkpoints" / "last.ckpt").is_file()
+    # the identity's error is noise^2 = 0.25; R removes most of the noise that leaves the subspace
+    assert res["val_denoise_identity"] == pytest.approx(0.25, rel=0.05)
+    assert res["val_denoise"] < 0.5 * res["val_denoise_identity"], res
+    dae = load_dae(res["dae"], code_dim=8 * 4 * 4)
+    noisy = val + 0.5 * std * torch.randn(val.shape, generator=torch.Generator().manual_seed(3))
+    assert (dae(noisy) - val).pow(2).mean() < 0.6 * (noisy - val).pow(2).mean()  # R(h) is nearer the real code
+    # resumes from its checkpoint: the step count continues, the weights start from the checkpoint's
+    again = train_dae(codes, val, SHAPE, mean, std, tmp_path / "r", steps=200, batch_size=32, lr=3e-3, width=32,
+                      noise=0.5, progress=False, ckpt_path=res["last_ckpt"])
+    assert again["global_step"] == 200 and again["val_denoise"] < 0.5 * again["val_denoise_identity"]
+
+
+def test_a_dae_file_loads_weights_only_and_checks_its_code(tmp_path):
+    dae = CodeDAE(SHAPE, torch.zeros(128), torch.ones(128), width=8)
+    path = save_dae(dae, tmp_path / "r.pt")
+    assert load_dae(path, 128).shape == SHAPE
+    with pytest.raises(DgnamError, match=r"is for 8 x 4 x 4 codes \(128 units\), but the prior's code has 3072"):
+        load_dae(path, 3072)
+    blob = torch.load(path, weights_only=True)
+    blob["state_dict"]["net.0.weight"] = torch.zeros(3, 3)
+    torch.save(blob, tmp_path / "bad.pt")
+    with pytest.raises(DgnamError, match="do not match its description"):
+        load_dae(tmp_path / "bad.pt")
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(DgnamError, match="is not a code DAE"):
+        load_dae(tmp_path / "other.pt")
+    torch.save(CodeDAE, tmp_path / "pickle.pt")  # a class: only a full unpickler could load it
+    with pytest.raises(DgnamError, match="cannot read code DAE"):
+        load_dae(tmp_path / "pickle.pt")
+
+
+def test_the_code_prior_step_pulls_towards_r_and_its_noise_is_per_item():
+    class Half(torch.nn.Module):  # an R that halves every code
+        def forward(self, h):
+            return 0.5 * h
+
+    class P(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.code = torch.nn.Parameter(torch.ones(2, 6))
+
+    p = P()
+    CodePrior(Half(), e1=0.2, e3=0.0)(p, 0)
+    assert torch.allclose(p.code, torch.full((2, 6), 0.9))  # h + 0.2 (0.5 h - h)
+    CodePrior(Half(), e1=0.0, e3=0.1, std=torch.full((6,), 2.0), generator=torch.Generator().manual_seed(0))(p, 0)
+    moved = p.code - 0.9
+    assert not torch.equal(moved[0], moved[1]) and 0.05 < moved.std() < 0.5  # std 0.1 x 2, its own draw per item
+    before = p.code.detach().clone()
+    CodePrior(Half(), e1=0.0, e3=0.0)(p, 0)
+    assert torch.equal(p.code, before)
+
+
+@pytest.fixture(scope="module")
+def tiny_prior(tmp_path_factory):
+    """A tiny spatial latent prior (192 x 4 x 4 code, random decoder) and a code DAE for it."""
+    from dgnam.generator.train import run
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    d = tmp_path_factory.mktemp("ppgn")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("train_generator", overrides=SPATIAL_TRAIN)
+    GlobalHydra.instance().clear()
+    out = run(cfg, out_dir=d / "prior")
+    _, info = load_prior(out["prior"])
+    dae = CodeDAE((192, 4, 4), info["code_mean"], info["code_std"], width=16)
+    torch.nn.init.normal_(dae.net[-1].weight, std=0.1)  # not the identity
+    return out["prior"], str(save_dae(dae, d / "r.pt"))
+
+
+def _vis(compose, prior, dae, *extra):
+    ppgn = ["method=ppgn", f"ppgn.dae={dae}"] if dae else ["method=dgnam_deep"]
+    return compose(["model=custom", "model._target_=nets.cifar_net", *ppgn, f"param.prior={prior}",
+                    "layers=logits", "units=[0,3]", "steps=4", "batch_size=2", "output.progress=false",
+                    "input_resize=32", *extra])
+
+
+def test_samples_give_distinct_images_per_unit_and_a_row_each(compose, tiny_prior, tmp_path):
+    prior, dae = tiny_prior
+    res = visualize.run(_vis(compose, prior, dae, "samples=3", "ppgn.e1=0.5", "ppgn.e3=0.5"), tmp_path / "k")
+    rows = res["results"]
+    assert [(r["unit"], r["sample"]) for r in rows] == [(0, 0), (0, 1), (0, 2), (3, 0), (3, 1), (3, 2)]
+    assert [r["image"] for r in rows[:3]] == ["logits/0_s0.png", "logits/0_s1.png", "logits/0_s2.png"]
+    imgs = [np.asarray(Image.open(tmp_path / "k" / r["image"])) for r in rows]
+    assert all(not np.array_equal(imgs[i], imgs[j]) for i in range(6) for j in range(i + 1, 6))
+    assert json.loads((tmp_path / "k" / "results.json").read_text()) == rows
+    grid = Image.open(tmp_path / "k" / "grid_logits.png")
+    assert grid.size[0] < grid.size[1] * 2  # 3 columns (a unit's samples) by 2 rows, not 6 in one row
+
+
+def test_without_its_terms_ppgn_is_dgn_am_to_the_byte(compose, tiny_prior, tmp_path):
+    prior, dae = tiny_prior
+    visualize.run(_vis(compose, prior, dae, "ppgn.e1=0", "ppgn.e3=0"), tmp_path / "zero")
+    visualize.run(_vis(compose, prior, None), tmp_path / "dgnam")
+    visualize.run(_vis(compose, prior, dae, "ppgn.e1=0.5"), tmp_path / "prior_on")
+    for u in (0, 3):
+        zero, plain, on = (np.asarray(Image.open(tmp_path / d / "logits" / f"{u}.png"))
+                           for d in ("zero", "dgnam", "prior_on"))
+        assert np.array_equal(zero, plain) and not np.array_equal(on, plain)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["samples=0"], r"samples=0 must be an integer >= 1"),
+    (["ppgn.e1=-0.1"], r"ppgn.e1=-0.1 must be a number >= 0"),
+    (["ppgn.e3=-1"], r"ppgn.e3=-1 must be a number >= 0"),
+    (["ppgn.dae=null"], r"ppgn.e1=0.3 needs ppgn.dae=<file>"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(compose, tiny_prior, tmp_path, extra, message):
+    prior, dae = tiny_prior
+    with pytest.raises(DgnamError, match=message) as e:
+        visualize.run(_vis(compose, prior, dae, *extra), tmp_path / "out")
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
+def test_ppgn_needs_a_code_to_sample():
+    from omegaconf import OmegaConf
+
+    from dgnam.core.params import PixelParam
+    from dgnam.views.sampling import check_ppgn
+
+    cfg = OmegaConf.create({"ppgn": {"dae": "r.pt", "e1": 0.3, "e3": 0.0}})
+    with pytest.raises(DgnamError, match=r"method=ppgn samples a generator's code: it needs param=generator"):
+        check_ppgn(cfg, PixelParam(torch.zeros(1, 3, 8, 8)))
+    assert check_ppgn(OmegaConf.create({"ppgn": {"dae": None, "e1": 0, "e3": 0}}), PixelParam(torch.zeros(1, 3, 8, 8))) \
+        is None  # both terms off: plain DGN-AM, whatever the parameterization
+
+
+def test_a_dae_for_another_code_is_one_line(compose, tiny_prior, tmp_path):
+    prior, _ = tiny_prior
+    other = save_dae(CodeDAE(SHAPE, torch.zeros(128), torch.ones(128), width=8), tmp_path / "other.pt")
+    with pytest.raises(DgnamError, match=r"is for 8 x 4 x 4 codes \(128 units\), but the prior's code has 3072"):
+        visualize.run(_vis(compose, prior, other), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------- diversity
+def test_pairwise_cosine_distance_on_known_vectors():
+    assert pairwise_cosine_distance(torch.tensor([[1.0, 0.0], [0.0, 1.0]])) == pytest.approx(1.0)
+    assert pairwise_cosine_distance(torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]])) == pytest.approx(0.0)
+    # pairs (a,b) 1, (a,c) 2, (b,c) 1 - cos(90) ... a = x, b = y, c = -x: distances 1, 2, 1
+    assert pairwise_cosine_distance(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])) == pytest.approx(4 / 3)
+    with pytest.raises(DgnamError, match="at least 2 images"):
+        pairwise_cosine_distance(torch.ones(1, 3))
+
+
+def test_penultimate_features_of_an_exported_classifier(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 10)).eval()
+    x = torch.rand(2, 3, 16, 16)
+    prog = torch.export.export(net, (x,))
+    feats = penultimate(prog.module())(x)
+    with torch.no_grad():
+        assert torch.allclose(feats, net[:4](x), atol=1e-6)  # the input of the last linear layer
+        assert torch.allclose(prog.module()(x), net(x), atol=1e-6)  # the original is left as it was
