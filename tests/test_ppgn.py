@@ -196,3 +196,59 @@ def test_penultimate_features_of_an_exported_classifier(tmp_path):
     with torch.no_grad():
         assert torch.allclose(feats, net[:4](x), atol=1e-6)  # the input of the last linear layer
         assert torch.allclose(prog.module()(x), net(x), atol=1e-6)  # the original is left as it was
+
+
+class TinyJudge(torch.nn.Module):
+    """A tiny exported classifier: conv, pool, then a linear layer to 1000 logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc = torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(8, 1000)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+def test_the_report_gives_the_diversity_of_samples_and_of_photos(compose, tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dgnam.eval.judges import load_judge
+    from dgnam.eval.report import build_report
+
+    cfg = compose(["model=alexnet", "model.weights=null", "method=pixel", "steps=2", "image_size=64", "samples=3",
+                   "layers=logits", "units=[1,2]", "batch_size=2", "output.progress=false"])
+    visualize.run(cfg, tmp_path / "run")
+    prog = torch.export.export(TinyJudge().eval(), (torch.rand(2, 3, 32, 32),),
+                               dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},))
+    torch.export.save(prog, str(tmp_path / "j.pt2"))
+    rng = np.random.default_rng(0)
+    cells, labels = [], []
+    for label in (1, 1, 1, 2, 2, 2, 5):  # 3 photos of each class asked for
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(buf, "PNG")
+        cells.append({"bytes": buf.getvalue(), "path": None})
+        labels.append(label)
+    pq.write_table(pa.table({"image": cells, "label": labels}), tmp_path / "photos.parquet")
+    rep = build_report([tmp_path / "run"], tmp_path / "rep", judges=[{"path": str(tmp_path / "j.pt2"),
+                       "input_size": 32}], photos=str(tmp_path / "photos.parquet"))
+    judge = load_judge({"path": str(tmp_path / "j.pt2"), "input_size": 32})
+    feats = penultimate(judge.model)
+    for unit in (1, 2):
+        rows = [r for r in rep["results"] if r["unit"] == unit]
+        imgs = torch.stack([torch.from_numpy(np.asarray(Image.open(r["source"]))).permute(2, 0, 1)
+                            .float() / 255 for r in rows])
+        with torch.no_grad():  # independently: the judge's pooled features of the 3 PNGs, resized as it resizes
+            want = pairwise_cosine_distance(feats(judge.resize(imgs)))
+        assert len(rows) == 3 and all(r["diversity"] == pytest.approx(want, rel=1e-5) for r in rows)
+        assert all(r["photo_diversity"] > 0 and r["photo_diversity"] != r["diversity"] for r in rows)
+    s = rep["summary"][0]
+    assert s["diversity"] == pytest.approx(np.mean([r["diversity"] for r in rep["results"][::3]]))
+    assert "photos' diversity" in (tmp_path / "rep" / "report.md").read_text()
+    from dgnam.eval.diversity import class_photos
+
+    with pytest.raises(DgnamError, match=r"photos.parquet holds fewer than 3 photos of classes \[5\]"):
+        class_photos(tmp_path / "photos.parquet", [1, 5], 3)

@@ -51,35 +51,27 @@ def pairwise_cosine_distance(features: Tensor) -> float:
     return float((1 - cos[iu[0], iu[1]]).mean())
 
 
-class FeatureSpace:
-    """A judge's penultimate features of images in [0, 1] (resized as the judge resizes them)."""
+def feature_space(judge):
+    """A :class:`dgnam.eval.judges.Judge` of the same exported classifier that returns its penultimate
+    features instead of its logits (resized and batched as the judge does)."""
+    from dgnam.eval.judges import Judge
 
-    def __init__(self, judge) -> None:  # a dgnam.eval.judges.Judge with an exported module
-        self.judge = judge
-        self.net = penultimate(judge.model)
-
-    @torch.no_grad()
-    def __call__(self, images01: Tensor) -> Tensor:
-        x = self.judge.resize(images01.float())
-        return torch.cat([self.net(x[i : i + self.judge.batch_size]).float() for i in
-                          range(0, x.shape[0], self.judge.batch_size)])
+    return Judge(penultimate(judge.model), f"{judge.name} features", judge.input_size, judge.source,
+                 judge.batch_size)
 
 
 def class_photos(files: str | os.PathLike, classes: Sequence[int], k: int) -> dict[int, Tensor]:
-    """The first ``k`` photos (k, 3, 128, 128) of each class in ``classes`` from a labelled Parquet
-    dataset (the shared validation split: 5 per class)."""
-    import pyarrow.parquet as pq
+    """The first ``k`` photos (k, 3, 128, 128) of each class in ``classes`` from a labelled dataset
+    (Parquet, or an ImageNet-style folder; the shared validation split has 5 photos per class)."""
+    from dgnam.generator.data import ImageDataset, open_source
 
-    from dgnam.generator.data import center_square, decode_image, expand_files, pil_to_tensor
-
-    want = {int(c): [] for c in classes}
-    for f in expand_files(str(files), "parquet files"):
-        table = pq.read_table(f, columns=["image", "label"])
-        for img, label in zip(table.column("image").to_pylist(), table.column("label").to_pylist()):
-            if label in want and len(want[label]) < k:
-                pil = decode_image(img["bytes"])
-                if pil is not None:
-                    want[label].append(pil_to_tensor(center_square(pil, 128)))
+    source = open_source(str(files))
+    decoded = ImageDataset(source, resolution=128)
+    want: dict[int, list[Tensor]] = {int(c): [] for c in classes}
+    for i in range(len(source)):
+        _, label = source.raw(i)
+        if label in want and len(want[label]) < k and (item := decoded[i]) is not None:
+            want[label].append(item["image"])
     short = [c for c, v in want.items() if len(v) < k]
     if short:
         raise DgnamError(f"{files} holds fewer than {k} photos of classes {short[:5]}")
@@ -100,7 +92,7 @@ def add_diversity(rows: list[dict], judge, photos: str | os.PathLike | None) -> 
     groups = {k: v for k, v in groups.items() if len(v) >= 2}
     if not groups:
         return
-    space = FeatureSpace(judge)
+    space = feature_space(judge)
     for rs in groups.values():
         d = pairwise_cosine_distance(space(torch.stack([load_image(r["source"]) for r in rs])))
         for r in rs:

@@ -63,10 +63,12 @@ def grid_ratio(images: Tensor, period: int = GRID_PERIOD) -> Tensor:
     3-stage latent prior (method=dgnam_deep) 1.34 (``benchmarks/grid_ratio.py``). Measure images at the size
     they were made: resizing moves the lines. Sides smaller than ``3 * period`` give NaN.
     """
+    h, w = images.shape[-2:]
+    if min(h, w) < 3 * period:
+        return torch.full((images.shape[0],), float("nan"))
     x = images.double()
     luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]) if x.shape[1] == 3 else x.mean(1)
     luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
-    h, w = luma.shape[-2:]
     win = torch.hann_window(h, periodic=False, dtype=torch.float64).view(h, 1) * \
         torch.hann_window(w, periodic=False, dtype=torch.float64).view(1, w)
     power = torch.fft.fft2(luma * win).abs().pow(2)  # (B, H, W)
@@ -77,8 +79,6 @@ def grid_ratio(images: Tensor, period: int = GRID_PERIOD) -> Tensor:
         beside = sorted({i + d for i in on for d in (-1, 1)} - set(on) - {0})
         return on, [i % n for i in beside]
 
-    if min(h, w) < 3 * period:
-        return torch.full((power.shape[0],), float("nan"))
     (on_y, off_y), (on_x, off_x) = lines(h), lines(w)
 
     def mask(rows: list[int], cols: list[int]) -> Tensor:

@@ -88,13 +88,10 @@ def save_dae(dae: CodeDAE, path: str | os.PathLike, extra: dict[str, Any] | None
 def load_dae(path: str | os.PathLike, code_dim: int | None = None, device: str | torch.device = "cpu") -> CodeDAE:
     """Load a code DAE written by :func:`save_dae` (``weights_only``, every key and shape checked).
     ``code_dim``: the prior's code size; a DAE made for another code is one clear error."""
+    from dgnam.safeload import check_state_dict, load_file
+
     p = Path(path)
-    if not p.is_file():
-        raise DgnamError(f"code DAE not found: {p}")
-    try:
-        blob = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, or a pickle that needs code
-        raise DgnamError(f"cannot read code DAE {p}: {str(e).splitlines()[0][:200]}") from None
+    blob = load_file(p, "code DAE")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT or not isinstance(blob.get("spec"), dict):
         raise DgnamError(f"{p} is not a code DAE (written by dgnam.generator.dae; format {FORMAT!r})")
     spec = blob["spec"]
@@ -109,16 +106,26 @@ def load_dae(path: str | os.PathLike, code_dim: int | None = None, device: str |
         raise DgnamError(f"code DAE {p} is for {' x '.join(map(str, shape))} codes ({dim} units), but the prior's "
                          f"code has {code_dim} units: train one on this prior's codes")
     state = blob.get("state_dict")
-    want = dae.state_dict()
-    if not isinstance(state, dict) or set(state) != set(want) or any(
-            not isinstance(state[k], Tensor) or state[k].shape != want[k].shape for k in want):
+    if not isinstance(state, dict):
         raise DgnamError(f"code DAE {p}: its weights do not match its description {spec}")
+    check_state_dict(dae.state_dict(), state, f"code DAE {p}: its weights do not match its description {spec}")
     dae.load_state_dict(state)
     return dae.eval().requires_grad_(False).to(device)
 
 
 # ----------------------------------------------------------------------------------------------
 # training
+
+
+def _batch_error(dae: CodeDAE, batch: Tensor, i: int) -> Tensor:
+    """The denoising error of validation batch ``i``, its noise drawn from a generator seeded by ``i``
+    (the same draws before, during and after training)."""
+    return dae.denoising_error(batch.float(), torch.Generator(device=batch.device).manual_seed(i))
+
+
+@torch.no_grad()
+def _val_error(dae: CodeDAE, val_codes: Tensor, batch_size: int) -> float:
+    return float(torch.stack([_batch_error(dae, b, i) for i, b in enumerate(val_codes.split(batch_size))]).mean())
 
 
 def _module(dae: CodeDAE, lr: float):
@@ -138,8 +145,7 @@ def _module(dae: CodeDAE, lr: float):
             return loss
 
         def validation_step(self, batch: Tensor, i: int) -> None:
-            g = torch.Generator(device=batch.device).manual_seed(i)
-            self.log("val/denoise", self.dae.denoising_error(batch, g), prog_bar=True)
+            self.log("val/denoise", _batch_error(self.dae, batch, i), prog_bar=True)
 
         def configure_optimizers(self):
             return torch.optim.Adam(self.dae.parameters(), lr=lr)
@@ -168,10 +174,17 @@ def train_dae(codes: Tensor, val_codes: Tensor, shape: tuple[int, int, int], mea
     out = Path(out_dir)
     L.seed_everything(seed, verbose=False)
     dae = CodeDAE(shape, mean, std, width, depth, noise)
-    with torch.no_grad():
-        before = float(torch.stack([dae.denoising_error(b.float(), torch.Generator().manual_seed(i))
-                                    for i, b in enumerate(val_codes.split(batch_size))]).mean())
+    before = _val_error(dae, val_codes, batch_size)
     module = _module(dae, lr)
+    if ckpt_path:  # before Lightning reads it: readable without running code, and made for this DAE
+        from dgnam.safeload import check_state_dict, load_file
+
+        state = load_file(ckpt_path, "checkpoint")
+        sd = state.get("state_dict") if isinstance(state, dict) else None
+        if not isinstance(sd, dict):
+            raise DgnamError(f"{ckpt_path} is not a training checkpoint of a code DAE (no weights in it)")
+        check_state_dict(module.state_dict(), sd, f"checkpoint {ckpt_path} does not fit this code DAE "
+                         "(another prior, width or depth?)")
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_train_steps=min(200, int(steps)),
                            save_top_k=0)
     trainer = L.Trainer(max_steps=int(steps), accelerator="cpu" if not torch.cuda.is_available() else "auto",
@@ -180,11 +193,9 @@ def train_dae(codes: Tensor, val_codes: Tensor, shape: tuple[int, int, int], mea
                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=10)
     train = DataLoader(codes, batch_size=batch_size, shuffle=True, drop_last=len(codes) > batch_size)
     val = DataLoader(val_codes, batch_size=batch_size)
-    trainer.fit(module, train, val, ckpt_path=ckpt_path)
+    trainer.fit(module, train, val, ckpt_path=ckpt_path, weights_only=True)
     dae = module.dae.cpu().eval()
-    with torch.no_grad():
-        after = float(torch.stack([dae.denoising_error(b.float(), torch.Generator().manual_seed(i))
-                                   for i, b in enumerate(val_codes.split(batch_size))]).mean())
+    after = _val_error(dae, val_codes, batch_size)
     path = save_dae(dae, out / "code_dae.pt", {**(extra or {}), "steps": int(trainer.global_step),
                                                 "val_denoise_identity": before, "val_denoise": after})
     return {"dae": str(path), "val_denoise_identity": before, "val_denoise": after,
@@ -196,23 +207,20 @@ def train_dae(codes: Tensor, val_codes: Tensor, shape: tuple[int, int, int], mea
 
 
 @torch.no_grad()
-def encode_codes(prior: str, files: str, limit: int, batch_size: int = 64, progress: bool = True) -> Tensor:
-    """The prior's codes E(x) (N, D) in fp16 of ``limit`` photos of ``files`` (Parquet or a folder),
-    at the encoder's input size, E rebuilt from the prior's description (weights found like the CLI does)."""
+def encode_codes(encoder: nn.Module, size: int, files: str, limit: int, batch_size: int = 64,
+                 progress: bool = True) -> Tensor:
+    """Codes ``encoder(x)`` (N, D) in fp16 of ``limit`` photos of ``files`` (Parquet or a folder),
+    each the central square resized to ``size`` (the encoder's input size)."""
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     from dgnam.generator.data import ImageDataset, collate, open_source
-    from dgnam.generator.prior import load_prior, prior_encoder
 
-    _, info = load_prior(prior)
-    enc = prior_encoder(info, None, prior).eval()
-    size = int(info["encoder"].get("input_size") or 128)
     ds = ImageDataset(open_source(files, limit=limit), resolution=size)
     out = []
     for b in tqdm(DataLoader(ds, batch_size=batch_size, collate_fn=collate), desc="encoding", unit="batch",
                   disable=not progress):
-        out.append(enc(b["image"]).flatten(1).half())
+        out.append(encoder(b["image"]).flatten(1).half())
     return torch.cat(out)
 
 
@@ -242,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     try:
         from dgnam.generator.prior import load_prior
+        from dgnam.safeload import load_file
 
         if a.photos < 1 or a.val_photos < 1:
             raise DgnamError(f"--photos={a.photos} and --val-photos={a.val_photos} must be >= 1")
@@ -253,10 +262,14 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(a.out)
         cache = out / "codes.pt"
         key = {"prior": Path(a.prior).name, "photos": a.photos, "val_photos": a.val_photos}
-        blob = torch.load(cache, weights_only=True) if cache.is_file() else None
+        blob = load_file(cache, "codes cache") if cache.is_file() else None
         if not isinstance(blob, dict) or blob.get("key") != key:
-            train = encode_codes(a.prior, a.train or str(data / "train-*.parquet"), a.photos)
-            val = encode_codes(a.prior, a.val or str(data / "valid-*.parquet"), a.val_photos)
+            from dgnam.generator.prior import prior_encoder
+
+            enc = prior_encoder(info, None, a.prior).eval()  # E rebuilt from the prior's description
+            size = int(info["encoder"].get("input_size") or 128)
+            train = encode_codes(enc, size, a.train or str(data / "train-*.parquet"), a.photos)
+            val = encode_codes(enc, size, a.val or str(data / "valid-*.parquet"), a.val_photos)
             out.mkdir(parents=True, exist_ok=True)
             from dgnam.io import save_torch
 

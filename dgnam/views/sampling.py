@@ -15,32 +15,25 @@ import torch
 from omegaconf import DictConfig
 
 from dgnam.core import poststeps as P
+from dgnam.checks import positive_int
 from dgnam.core.params.base import ImageParam
 from dgnam.errors import DgnamError
 
 
 def check_samples(cfg: DictConfig) -> int:
-    """``samples`` (images per unit, default 1): an integer >= 1."""
-    k = cfg.get("samples", 1)
-    if k is None:
-        return 1
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise DgnamError(f"samples={k} must be an integer >= 1 (images per unit, each from its own chain)")
-    return int(k)
+    """``samples`` (images per unit, default 1); its range is checked with every number
+    (:data:`dgnam.ranges.VISUALIZE`)."""
+    return positive_int(cfg, "samples", default=1)
 
 
 def check_ppgn(cfg: DictConfig, probe: ImageParam) -> dict[str, Any] | None:
-    """``ppgn: {dae, e1, e3}`` checked against the parameterization (before any work); None when the
+    """``ppgn: {dae, e1, e3}`` checked against the parameterization (before any work; the numbers'
+    ranges are checked with every number, :data:`dgnam.ranges.VISUALIZE`); None when the
     config has no ``ppgn`` node or both terms are 0. Loads R and checks it fits the prior's code."""
     node = cfg.get("ppgn")
     if node is None:
         return None
-    vals = {}
-    for key in ("e1", "e3"):
-        v = node.get(key, 0.0)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-            raise DgnamError(f"ppgn.{key}={v} must be a number >= 0 (e1: the code prior's weight, e3: the noise's std)")
-        vals[key] = float(v)
+    vals = {key: float(node.get(key, 0.0)) for key in ("e1", "e3")}  # >= 0: dgnam.ranges.VISUALIZE
     if not vals["e1"] and not vals["e3"]:
         return None
     info = getattr(probe, "info", None)
