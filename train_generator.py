@@ -12,14 +12,13 @@ reconstructions, every epoch) and prior.pt (fp16 generator + code statistics, se
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 import dgnam.config  # noqa: F401  (registers the resolvers the configs use)
-from dgnam.cli import check_overrides, guarded
+from dgnam.cli import guarded, launch
 from dgnam.generator.train import run
 
 __all__ = ["main", "run"]
@@ -35,5 +34,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_overrides(Path(__file__).resolve().parent / "conf", "train_generator", sys.argv[1:])
-    main()
+    launch(main, Path(__file__).resolve().parent / "conf", "train_generator")

@@ -17,10 +17,10 @@ import hydra
 from omegaconf import DictConfig
 
 from dgnam.checks import check_finite
-from dgnam.cli import check_overrides, guarded, run_dir
+from dgnam.cli import guarded, launch, run_dir
 from dgnam.config import PRIOR_NAMES, unknown_prior
 from dgnam.core.precision import check_config as check_precisions
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.eval.run import run_report
 from dgnam.ranges import VISUALIZE, check_ranges
 from dgnam.views.actmaps import run_activation_maps
@@ -38,7 +38,7 @@ def run(cfg: DictConfig, out_dir: str | None = None) -> dict:
     """Run the mode ``cfg.mode`` and write its outputs to ``out_dir`` (default: Hydra's run dir)."""
     mode = cfg.get("mode", "am")
     if mode not in MODES:
-        raise DgnamError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+        raise DgnamValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     check_finite(cfg)
     check_ranges(cfg, VISUALIZE)  # every number in range before any work (docs/errors.md)
     check_precisions(cfg)
@@ -63,5 +63,4 @@ def check_prior_overrides(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     check_prior_overrides(sys.argv[1:])
-    check_overrides(Path(__file__).resolve().parent / "conf", "visualize", sys.argv[1:])
-    main()
+    launch(main, Path(__file__).resolve().parent / "conf", "visualize")

@@ -164,7 +164,7 @@ def visualize(
         cfg.seed = seed
         cfg.device = device
         given = "image_size" in overridden(overrides)
-        cfg.image_size = image_size or (cfg.image_size if given else target.input_size)
+        cfg.image_size = image_size if image_size is not None else (cfg.image_size if given else target.input_size)
         if steps is not None:
             cfg.steps = steps
         if batch_size is not None:

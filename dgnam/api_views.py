@@ -20,7 +20,7 @@ from dgnam.checks import check_finite
 from dgnam.core.images import to_uint8
 from dgnam.core.precision import check_config as check_precisions
 from dgnam.core.wrap import wrap_model
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.paths import CONF_DIR
 from dgnam.ranges import VISUALIZE, check_ranges
 
@@ -93,14 +93,14 @@ def _image_source(image: Any) -> str | None:
 
     if isinstance(image, Tensor):
         if image.dim() != 3 or image.shape[0] not in (1, 3):
-            raise DgnamError(f"image tensor must be (3, H, W) in [0, 1], not of shape {tuple(image.shape)}")
+            raise DgnamValueError(f"image tensor must be (3, H, W) in [0, 1], not of shape {tuple(image.shape)}")
         pil = Image.fromarray(to_uint8(image.detach().cpu().float().expand(3, -1, -1)).permute(1, 2, 0).numpy())
     elif isinstance(image, np.ndarray):
         pil = Image.fromarray(image)
     elif isinstance(image, Image.Image):
         pil = image
     else:
-        raise DgnamError(f"image must be a file path, a PIL image, an array or a (3, H, W) tensor, not "
+        raise DgnamValueError(f"image must be a file path, a PIL image, an array or a (3, H, W) tensor, not "
                          f"{type(image).__name__}")
     path = Path(tempfile.mkdtemp(prefix="dgnam_image_")) / "source.png"
     pil.convert("RGB").save(path)
@@ -128,23 +128,35 @@ def _view(mode: str, model: Any, image: Any, layers: Any, overrides: Sequence[st
     from dgnam.views.actmaps import run_activation_maps
     from dgnam.views.inversion import run_inversion
 
-    cfg = compose_config([f"experiment={mode}", *overrides])
-    check_precisions(cfg)
-    target = wrap_model(model, **wrap, precision=cfg.precision)
-    with open_dict(cfg):
-        cfg.image = _image_source(image)
-        cfg.layers = [layers] if isinstance(layers, str) and layers != "all" else (
-            layers if isinstance(layers, str) else list(layers))
-        for k, v in keys.items():
-            if v is not None:
-                cfg[k] = v
-        if keys.get("image_size") is None and "image_size" not in overridden(overrides):
-            cfg.image_size = target.input_size
-        cfg.output.progress = progress
-    finish_config(cfg, target)
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix=f"dgnam_{mode}_"))
-    run = run_activation_maps if mode == "activation_maps" else run_inversion
-    res = run(cfg, out, target=target)
+    out = Path(out_dir) if out_dir is not None else None
+    fresh = out is None or not out.exists()  # a folder this call makes is removed again if it fails
+    source = None
+    try:
+        cfg = compose_config([f"experiment={mode}", *overrides])
+        check_precisions(cfg)
+        target = wrap_model(model, **wrap, precision=cfg.precision)
+        source = _image_source(image)
+        with open_dict(cfg):
+            cfg.image = source
+            cfg.layers = [layers] if isinstance(layers, str) and layers != "all" else (
+                layers if isinstance(layers, str) else list(layers))
+            for k, v in keys.items():
+                if v is not None:
+                    cfg[k] = v
+            if keys.get("image_size") is None and "image_size" not in overridden(overrides):
+                cfg.image_size = target.input_size
+            cfg.output.progress = progress
+        finish_config(cfg, target)
+        out = out if out is not None else Path(tempfile.mkdtemp(prefix=f"dgnam_{mode}_"))
+        run = run_activation_maps if mode == "activation_maps" else run_inversion
+        res = run(cfg, out, target=target)
+    except BaseException:
+        if fresh and out is not None:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        if source is not None and image is not None and not isinstance(image, (str, Path)):
+            shutil.rmtree(Path(source).parent, ignore_errors=True)  # the photo written for the run
     data = res.get("maps") if mode == "activation_maps" else res.get("images")
     return View(mode=mode, results=list(res["results"]), data=dict(data or {}), folder=out, cfg=cfg)
 

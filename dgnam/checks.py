@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.ranges import check_ranges, optimizer_ranges
 
 GRAD_NORMS = ("none", "l1", "l2")
@@ -25,7 +25,7 @@ def check_finite(cfg: DictConfig | Mapping[str, Any], prefix: str = "") -> None:
     for k, v in items:
         key = f"{prefix}.{k}" if prefix and isinstance(k, str) else (f"{prefix}[{k}]" if prefix else str(k))
         if isinstance(v, float) and not math.isfinite(v):
-            raise DgnamError(f"{key}={v} must be a finite number")
+            raise DgnamValueError(f"{key}={v} must be a finite number")
         if isinstance(v, (Mapping, list, tuple)):
             check_finite(v, key)
 
@@ -41,7 +41,7 @@ def check_optimizer(node: DictConfig | Mapping[str, Any] | None, key: str = "opt
     check_ranges({key: opt}, optimizer_ranges(key))
     betas = opt.get("betas")
     if betas is not None and len(betas) != 2:
-        raise DgnamError(f"{key}.betas={list(betas)} must be two numbers in [0, 1)")
+        raise DgnamValueError(f"{key}.betas={list(betas)} must be two numbers in [0, 1)")
 
 
 def positive_int(cfg: DictConfig, key: str, default: int | None = None) -> int:
@@ -50,16 +50,16 @@ def positive_int(cfg: DictConfig, key: str, default: int | None = None) -> int:
     try:
         ival = int(val)
     except (TypeError, ValueError):
-        raise DgnamError(f"{key}={val!r} must be a positive integer") from None
+        raise DgnamValueError(f"{key}={val!r} must be a positive integer") from None
     if ival <= 0 or ival != float(val):
-        raise DgnamError(f"{key}={val!r} must be a positive integer")
+        raise DgnamValueError(f"{key}={val!r} must be a positive integer")
     return ival
 
 
 def one_of(value: Any, key: str, valid: Sequence[str]) -> str:
     """Check a string option against its valid values."""
     if value not in valid:
-        raise DgnamError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
+        raise DgnamValueError(f"unknown {key} {value!r}; valid: {', '.join(valid)}")
     return str(value)
 
 

@@ -7,7 +7,6 @@ import errno
 import functools
 import os
 import re
-import shutil
 import sys
 import tempfile
 import threading
@@ -15,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dgnam.errors import DgnamError, choices, first_line
+from omegaconf import OmegaConf
+
+from dgnam.errors import DgnamError, DgnamValueError, choices, first_line
 
 
 def run_dir() -> Path:
@@ -26,27 +27,6 @@ def run_dir() -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except Exception:
         return Path.cwd()
-
-
-def _only_hydra_files(out: Path) -> bool:
-    """Whether ``out`` holds nothing but what Hydra writes for a job (``.hydra/`` and the job's log).
-
-    A run directory given again (``hydra.run.dir=`` an earlier run, e.g. to resume training) holds
-    earlier outputs; it is never removed."""
-    return all(p.name == ".hydra" or (p.is_file() and p.suffix == ".log") for p in out.iterdir())
-
-
-def _remove_empty_parents(folder: Path) -> None:
-    """Remove ``folder`` and its parents while they are empty, up to (not including) the working
-    directory: the ``outputs/<name>/`` folders Hydra made for a run that failed at once."""
-    cwd = Path.cwd().resolve()
-    folder = folder.resolve()
-    while folder != cwd and cwd in folder.parents:
-        try:
-            folder.rmdir()  # only if empty
-        except OSError:
-            return
-        folder = folder.parent
 
 
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
@@ -98,18 +78,43 @@ def _exit_on_user_error(fn: Callable[..., Any], cleanup: Callable[[], None] | No
 
 
 def _remove_failed_run_dir() -> None:
-    """Remove the run directory Hydra created for this job, and its empty parents, when it holds
-    nothing but Hydra's own files (a directory that already held other files is left as it was)."""
+    """Undo what a failed command did to its run folder: the folder claimed by :func:`launch` is
+    restored or removed (:func:`dgnam.rundirs.abandon`); without a claim (a Hydra app called another
+    way), the run directory Hydra created is removed when it holds nothing but Hydra's own files."""
+    from dgnam import rundirs
+
+    if rundirs.current() is not None:
+        rundirs.abandon()
+        return
     out = run_dir()
-    if (out / ".hydra").is_dir() and out.resolve() != Path.cwd().resolve() and _only_hydra_files(out):
-        shutil.rmtree(out, ignore_errors=True)
-        _remove_empty_parents(out.parent)
+    if (out / ".hydra").is_dir():
+        rundirs.remove_if_only_hydra(out)
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a Hydra main: a :class:`DgnamError` prints ``error: <message>`` on one line, removes the
-    run directory that Hydra created for this job (no half-written outputs) and exits with status 2."""
-    return _exit_on_user_error(fn, _remove_failed_run_dir)
+    """Wrap a Hydra main: a :class:`DgnamError` prints ``error: <message>`` on one line, undoes what
+    the command did to its run folder (no half-written outputs, an earlier run's files as they were)
+    and exits with status 2; any other failure undoes it too and keeps its traceback. A job of a
+    multirun under the basic launcher runs as a command of its own (:mod:`dgnam.sweeps`)."""
+    from dgnam import rundirs, sweeps
+
+    inner = _exit_on_user_error(fn, _remove_failed_run_dir)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if sweeps.isolated():
+            return sweeps.run_job_process()
+        try:
+            out = inner(*args, **kwargs)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException:
+            _remove_failed_run_dir()
+            raise
+        rundirs.finish()
+        return out
+
+    return wrapper
 
 
 def one_line_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,15 +135,53 @@ def check_overrides(conf_dir: str | os.PathLike, config_name: str, argv: list[st
     ones), an override that does not parse, and a run directory that cannot be created. Sweeps are
     checked with their first value. Nothing is written."""
     if any(a.startswith("-") and a not in _PLAIN_FLAGS for a in argv):
-        return
-    one_line_errors(_check_command_line)(conf_dir, config_name, argv)
+        return None
+    return one_line_errors(_check_command_line)(conf_dir, config_name, argv)
 
 
-def _check_command_line(conf_dir: str | os.PathLike, config_name: str, argv: list[str]) -> None:
+def _check_command_line(conf_dir: str | os.PathLike, config_name: str, argv: list[str]) -> Any:
     multirun = any(a in _PLAIN_FLAGS for a in argv)
     overrides = _first_of_each_sweep([a for a in argv if a not in _PLAIN_FLAGS], Path(conf_dir))
     cfg = _compose(conf_dir, config_name, overrides)
     _check_run_dir(cfg, multirun)
+    return cfg
+
+
+def _other_rank() -> bool:
+    """Whether this process is a rank other than 0 of a distributed run (Lightning's DDP starts the
+    same command again per rank; torchrun and SLURM set the rank): rank 0 holds the run folder."""
+    return any(os.environ.get(k, "0") != "0" for k in ("LOCAL_RANK", "RANK", "SLURM_PROCID", "NODE_RANK"))
+
+
+def launch(main: Callable[[], Any], conf_dir: str | os.PathLike, config_name: str) -> None:
+    """Run the Hydra app ``main`` on ``sys.argv``, after :func:`check_overrides`, with its run folder
+    claimed before Hydra writes into it (:mod:`dgnam.rundirs`: a lock, and an earlier run's files
+    kept as they were if the command fails) and, for a sweep, every job run as a command of its own
+    with the failed ones listed at the end (:mod:`dgnam.sweeps`)."""
+    from dgnam import rundirs, sweeps
+    from dgnam.sweeps import quoted
+
+    argv = sys.argv[1:]
+    cfg = check_overrides(conf_dir, config_name, argv)
+    if cfg is None:  # --help, --cfg ...: Hydra's own
+        main()
+        return
+    multirun = any(a in _PLAIN_FLAGS for a in argv)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        path = Path(str(OmegaConf.select(cfg, key)))
+    except Exception:  # not resolvable before the run: Hydra's own handling
+        main()
+        return
+    pinned = [f"{key}={quoted(str(path))}"]  # the folder claimed is the one Hydra uses, whatever ${now:} says later
+    if not multirun and not _other_rank():
+        one_line_errors(rundirs.claim)(path)
+    elif str(OmegaConf.select(cfg, "hydra.launcher._target_", default="")) == sweeps.BASIC:
+        pinned.append("hydra.output_subdir=null")  # each job's own command writes its .hydra/
+    sys.argv[1:] = [a for a in argv if not a.startswith(f"{key}=")] + pinned
+    main()
+    if multirun:
+        sweeps.finish(path)
 
 
 def _first_of_each_sweep(args: list[str], conf_dir: Path) -> list[str]:
@@ -153,7 +196,7 @@ def _first_of_each_sweep(args: list[str], conf_dir: Path) -> list[str]:
         try:
             (o,) = OverridesParser.create().parse_overrides([arg])
         except OverrideParseException as e:
-            raise DgnamError(f"cannot parse override {arg!r}: {first_line(e)}") from None
+            raise DgnamValueError(f"cannot parse override {arg!r}: {first_line(e)}") from None
         if not o.is_sweep_override():
             out.append(arg)
             continue
@@ -164,7 +207,7 @@ def _first_of_each_sweep(args: list[str], conf_dir: Path) -> list[str]:
                 if value not in valid:
                     close = difflib.get_close_matches(value, valid, n=3, cutoff=0.5)
                     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                    raise DgnamError(f"unknown {o.key_or_group} {value!r}{hint}; valid: {', '.join(valid)}")
+                    raise DgnamValueError(f"unknown {o.key_or_group} {value!r}{hint}; valid: {', '.join(valid)}")
         prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++", OverrideType.DEL: "~"}.get(o.type, "")
         key = o.key_or_group + (f"@{o.package}" if o.package else "")
         out.append(f"{prefix}{key}={next(iter(o.sweep_string_iterator()))}")
@@ -181,7 +224,7 @@ def _compose(conf_dir: str | os.PathLike, config_name: str, overrides: list[str]
             try:
                 return compose(config_name, overrides=overrides, return_hydra_config=True)
             except Exception as e:
-                raise DgnamError(_explain(e, lambda: compose(config_name, return_hydra_config=True))) from None
+                raise DgnamValueError(_explain(e, lambda: compose(config_name, return_hydra_config=True))) from None
     finally:
         GlobalHydra.instance().clear()
 
@@ -218,8 +261,13 @@ def _explain(e: Exception, base: Callable[[], Any]) -> str:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         return f"unknown {group} {name!r}{hint}; valid: {', '.join(valid) if valid else '(none found)'}"
     full_key = re.search(r"full_key: (\S+)", text)
-    msg = first_line(_chain(e)[-1], 240)
-    return f"{full_key.group(1)}: {msg}" if full_key and full_key.group(1) not in msg else msg
+    last = [ln.strip() for ln in str(_chain(e)[-1]).splitlines() if ln.strip() and not ln.strip().startswith(
+        ("full_key:", "object_type=", "reference_type="))]
+    msg = " ".join(last) or type(e).__name__  # the reason, without OmegaConf's location lines
+    not_bool = re.match(r"Value '(.*)' is not a valid bool", msg)
+    if full_key and not_bool:
+        return f"{full_key.group(1)}={not_bool.group(1)!r} must be true or false"
+    return f"{full_key.group(1)}: {msg}" if full_key else msg
 
 
 def _chain(e: BaseException) -> list[BaseException]:
@@ -239,10 +287,10 @@ def _check_run_dir(cfg: Any, multirun: bool) -> None:
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
     if not anc.is_dir():
-        raise DgnamError(f"cannot create the run directory {path}: {anc} is not a directory (hydra.run.dir=...)")
+        raise DgnamValueError(f"cannot create the run directory {path}: {anc} is not a directory (hydra.run.dir=...)")
     try:
         probe = tempfile.mkdtemp(prefix=".dgnam-probe-", dir=anc)
         os.rmdir(probe)
     except OSError as e:
-        raise DgnamError(f"cannot create the run directory {path} under {anc}: {e.strerror or first_line(e)} "
+        raise DgnamValueError(f"cannot create the run directory {path} under {anc}: {e.strerror or first_line(e)} "
                          f"(set hydra.run.dir=<a writable folder>)") from None

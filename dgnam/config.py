@@ -30,7 +30,7 @@ from dgnam.core import poststeps as P
 from dgnam.core import transforms as T
 from dgnam.core.models import INPUT, Target, pick_device
 from dgnam.core.params import ImageParam
-from dgnam.errors import DgnamError, first_line
+from dgnam.errors import DgnamError, DgnamValueError, first_line
 from dgnam.generator.arch import DEEPSIM_DISCRIMINATOR, FC6_GENERATOR
 from dgnam.generator.latent import LATENT_HEAD
 from dgnam.io import source_image
@@ -91,7 +91,7 @@ def check_priors(priors: Mapping[str, Any] | DictConfig | None) -> dict[str, Any
     priors = dict(priors or {})
     unknown = [k for k in priors if k not in PRIOR_DEFAULTS]
     if unknown:
-        raise DgnamError(unknown_prior(unknown[0]))
+        raise DgnamValueError(unknown_prior(unknown[0]))
     merged = {**PRIOR_DEFAULTS, **priors}
     check_ranges({"priors": merged}, PRIOR_RANGES)
     return merged
@@ -118,7 +118,7 @@ def build_priors(priors: Mapping[str, Any], generator: torch.Generator, pixel: b
     posts: list[P.PostStep] = []
     pixel_only = [k for k in PIXEL_ONLY_PRIORS if p[k]]
     if pixel_only and not pixel:
-        raise DgnamError(f"prior {pixel_only[0]} acts on pixels; it needs param=pixel")
+        raise DgnamValueError(f"prior {pixel_only[0]} acts on pixels; it needs param=pixel")
     if p["decay"]:
         posts.append(P.Decay(float(p["decay"])))
     if p["blur_every"]:
@@ -142,9 +142,9 @@ def build_priors(priors: Mapping[str, Any], generator: torch.Generator, pixel: b
 def octave_sizes(size: int, n: int, scale: float) -> list[int]:
     """Image sides for ``n`` octaves ending at ``size``, each ``scale`` times the previous."""
     if n < 1:
-        raise DgnamError(f"octaves.n={n} must be >= 1")
+        raise DgnamValueError(f"octaves.n={n} must be >= 1")
     if n > 1 and scale <= 1:
-        raise DgnamError(f"octaves.scale={scale} must be > 1")
+        raise DgnamValueError(f"octaves.scale={scale} must be > 1")
     return [max(8, round(size / scale ** (n - 1 - i))) for i in range(n)]
 
 
@@ -159,10 +159,10 @@ def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int) -> Tens
         one = torch.full((1, 3, size, size), 0.5)
     elif kind == "image":
         if not init.get("path"):
-            raise DgnamError("init.kind=image needs init.path=<image file> (or init.path=astronaut)")
+            raise DgnamValueError("init.kind=image needs init.path=<image file> (or init.path=astronaut)")
         one = source_image(init["path"], size)[None]
     else:
-        raise DgnamError(f"unknown init kind {kind!r}; valid: noise, grey, image")
+        raise DgnamValueError(f"unknown init kind {kind!r}; valid: noise, grey, image")
     return one.expand(batch, -1, -1, -1).contiguous()
 
 
@@ -172,7 +172,7 @@ def init_config(cfg: DictConfig) -> dict[str, Any]:
     if init.get("kind", "noise") == "noise":
         low, high = init.get("low", 0.4), init.get("high", 0.6)
         if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in (low, high)) or low > high:
-            raise DgnamError(f"init.low={low!r} and init.high={high!r} must be numbers with 0 <= low <= high <= 1")
+            raise DgnamValueError(f"init.low={low!r} and init.high={high!r} must be numbers with 0 <= low <= high <= 1")
     make_init(init, 1, 8, 0)  # an unreadable image or unknown kind fails here, before any work
     return init
 
@@ -210,7 +210,7 @@ def build_model_node(node: Any, device: torch.device, key: str = "model") -> Tar
     names the node in messages."""
     target = OmegaConf.select(node, "_target_", throw_on_missing=False, default=None)
     if OmegaConf.is_missing(node, "_target_") or not target:
-        raise DgnamError(f"{key.split('.')[0]}=custom needs {key}._target_=<import path of a function or class that "
+        raise DgnamValueError(f"{key.split('.')[0]}=custom needs {key}._target_=<import path of a function or class that "
                          f"returns a torch.nn.Module>, e.g. {key}._target_=torchvision.models.resnet18")
     if str(target).startswith("dgnam."):
         return build(node, device=device)
@@ -227,11 +227,11 @@ def build_model_node(node: Any, device: torch.device, key: str = "model") -> Tar
         while causes[-1].__cause__ is not None and len(causes) < 5:
             causes.append(causes[-1].__cause__)
         what = "cannot be imported" if "Error locating target" in str(e) else "failed"
-        raise DgnamError(f"{key}._target_={target!r} {what} ({first_line(causes[-1], 160)}); give the import path "
+        raise DgnamValueError(f"{key}._target_={target!r} {what} ({first_line(causes[-1])}); give the import path "
                          f"of a callable that returns a torch.nn.Module (its own arguments as +{key}.<name>=...)"
                          ) from None
     if not isinstance(model, nn.Module):
-        raise DgnamError(f"{key}._target_={target!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise DgnamValueError(f"{key}._target_={target!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return wrap_model(model, mean=wrap.get("mean"), std=wrap.get("std"), input_size=wrap.get("input_size"),
                       categories=wrap.get("class_names"), name=str(target).rsplit(".", 1)[-1],
                       weights_file=wrap.get("weights_file"), channels_last=wrap.get("channels_last", True),
@@ -245,7 +245,7 @@ def probe_param(factory: Callable[..., nn.Module], init: Mapping[str, Any], size
     one = make_init(init, 1, size, seed)
     param = factory(init=one, noise=init.get("kind", "noise") == "noise", generator=torch.Generator().manual_seed(seed))
     if not isinstance(param, ImageParam):
-        raise DgnamError(f"param._target_ must build a dgnam.core.params.ImageParam, not {type(param).__name__}")
+        raise DgnamValueError(f"param._target_ must build a dgnam.core.params.ImageParam, not {type(param).__name__}")
     return param
 
 

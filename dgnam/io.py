@@ -9,11 +9,14 @@ from __future__ import annotations
 import csv
 import errno
 import json
+import logging
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +26,9 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from dgnam.core.images import resize_crop, to_uint8
-from dgnam.errors import DgnamError, first_line
+from dgnam.errors import DgnamFileNotFoundError, DgnamValueError, first_line
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -56,7 +61,7 @@ def save_torch(obj: object, path: str | os.PathLike) -> Path:
         except RuntimeError as e:
             full = shutil.disk_usage(Path(tmp).parent).free < 1 << 20
             code = errno.ENOSPC if full else errno.EIO
-            raise OSError(code, f"{os.strerror(code)} ({first_line(e, 80)})", str(path)) from None
+            raise OSError(code, f"{os.strerror(code)} ({first_line(e)})", str(path)) from None
 
     return atomic_write(path, write)
 
@@ -79,19 +84,32 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr ...
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """Log ``message`` once per process (a photo read again for each batch says it once)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
 def load_image(path: str | os.PathLike, size: int | None = None) -> Tensor:
     """Read an image file as RGB (see :func:`to_rgb`: grayscale of any depth, CMYK, palette and RGBA
     are converted; alpha is composited on white) -> (3, H, W) in [0, 1]. With ``size``: shorter side
     resized to it, then centre-cropped."""
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
-        raise DgnamError(f"image file not found: {p}")
+        raise DgnamFileNotFoundError(f"image file not found: {p}")
     try:
         with Image.open(p) as im:
+            frames = int(getattr(im, "n_frames", 1) or 1)
             im.load()
             im = to_rgb(im)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DgnamError(f"cannot read image {p}: {first_line(e, 120)}") from None
+        raise DgnamValueError(f"cannot read image {p}: {first_line(e)}") from None
+    if frames > 1:
+        _warn_once(f"{p} has {frames} frames (an animation); its first frame is used")
     x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
     if size is not None:
         x = resize_crop(x, size)
@@ -108,7 +126,7 @@ def skimage_sample(name: str) -> Tensor:
     """One of scikit-image's sample images that ship with it (:data:`SKIMAGE_SAMPLES`) -> (3, H, W)
     in [0, 1]; grayscale ones repeated over the three channels."""
     if name not in SKIMAGE_SAMPLES:
-        raise DgnamError(f"unknown scikit-image sample {name!r}; valid: {', '.join(SKIMAGE_SAMPLES)}")
+        raise DgnamValueError(f"unknown scikit-image sample {name!r}; valid: {', '.join(SKIMAGE_SAMPLES)}")
     from skimage import data
 
     arr = np.asarray(getattr(data, name)())
@@ -192,13 +210,32 @@ def save_animation(frames: Sequence[Tensor], path: str | os.PathLike, fps: int =
         arr = np.pad(arr, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")  # codec needs even sizes
         return atomic_write(path, lambda tmp: iio2.mimwrite(tmp, list(arr), format="FFMPEG", fps=fps,
                                                             macro_block_size=1))
-    raise DgnamError(f"unknown animation format {suffix!r}; valid: .gif, .mp4")
+    raise DgnamValueError(f"unknown animation format {suffix!r}; valid: .gif, .mp4")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by ``None``: strict JSON (RFC 8259) has no
+    NaN, and a bare ``NaN`` makes strict parsers (``jq``, browsers, ``json.loads(..., parse_constant=...)``)
+    refuse the whole file. A missing number reads as ``null``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as strict JSON (:func:`json_safe`), written atomically."""
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def write_results(rows: Sequence[dict], out_dir: str | os.PathLike, name: str = "results") -> None:
-    """Write ``rows`` as ``<name>.json`` (a list of objects) and ``<name>.csv``."""
+    """Write ``rows`` as ``<name>.json`` (a list of objects; NaN as ``null``) and ``<name>.csv``."""
     out = Path(out_dir)
-    atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(json.dumps(list(rows), indent=2)))
+    write_json(out / f"{name}.json", list(rows))
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]

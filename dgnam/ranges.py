@@ -14,14 +14,16 @@ A key is dotted; ``*`` stands for every item of a list or every child of a node
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 
 @dataclass(frozen=True)
@@ -202,14 +204,63 @@ def plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in dict(cfg).items() if k != "hydra"}
 
 
-def check_ranges(cfg: DictConfig | Mapping[str, Any], ranges: tuple[Range, ...]) -> None:
-    """Every key of ``ranges`` present in ``cfg`` in its range, or a one-line :class:`DgnamError`:
-    ``<key>=<value> must be <range>``."""
+def _package(path: Path, conf: Path) -> str | None:
+    """The package a config file's keys land in: its ``# @package`` line, else its group's path
+    (``model/vgg16.yaml``: ``model``; a primary config: the top level); None for Hydra's own."""
+    rel = path.relative_to(conf)
+    for line in path.read_text().splitlines()[:5]:
+        if line.startswith("# @package"):
+            pkg = line.split(None, 2)[2].strip()
+            return "" if pkg == "_global_" else pkg
+    group = ".".join(rel.parts[:-1])
+    return None if group == "hydra" or group.startswith("hydra.") else group
+
+
+def _bool_leaves(node: Any, prefix: str) -> Iterator[str]:
+    if isinstance(node, Mapping):
+        for k, v in node.items():
+            if isinstance(k, str) and not k.startswith("_") and k not in ("defaults", "hydra"):
+                yield from _bool_leaves(v, f"{prefix}.{k}" if prefix else k)
+    elif isinstance(node, bool):
+        yield prefix
+
+
+@functools.lru_cache(maxsize=4)
+def boolean_keys(conf: Path | None = None) -> tuple[str, ...]:
+    """Every key that some config file under ``conf`` (default: dgnam's) sets to true or false: such a
+    key takes only a boolean (``model.compile=maybe`` would otherwise read as true)."""
+    from dgnam.paths import CONF_DIR
+
+    conf = Path(conf or CONF_DIR)
+    keys: set[str] = set()
+    for path in sorted(conf.rglob("*.yaml")):
+        pkg = _package(path, conf)
+        if pkg is not None:
+            node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            keys.update(_bool_leaves(node, pkg))
+    return tuple(sorted(keys))
+
+
+def check_booleans(cfg: DictConfig | Mapping[str, Any], keys: tuple[str, ...] | None = None) -> None:
+    """Every boolean key (:func:`boolean_keys`) present in ``cfg`` is true, false or null, or a
+    one-line :class:`DgnamError` ``<key>=<value> must be true or false``."""
     node = plain(cfg)
+    for key in boolean_keys() if keys is None else keys:
+        for k, v in _items(node, key.split("."), ""):
+            if v is not None and not isinstance(v, bool):
+                raise DgnamValueError(f"{k}={v!r} must be true or false (a boolean key; yes, no, on, off, 0 and 1 "
+                                      f"are not booleans here)")
+
+
+def check_ranges(cfg: DictConfig | Mapping[str, Any], ranges: tuple[Range, ...]) -> None:
+    """Every boolean key of ``cfg`` a boolean (:func:`check_booleans`) and every key of ``ranges``
+    present in ``cfg`` in its range, or a one-line :class:`DgnamError`: ``<key>=<value> must be <range>``."""
+    node = plain(cfg)
+    check_booleans(node)
     for r in ranges:
         for key, v in _items(node, r.key.split("."), ""):
             if isinstance(v, (Mapping, list)) or not r.ok(v):
-                raise DgnamError(f"{key}={v!r} must be {r.describe()}")
+                raise DgnamValueError(f"{key}={v!r} must be {r.describe()}")
 
 
 def table(ranges: tuple[Range, ...]) -> str:

@@ -18,26 +18,57 @@ from typing import Any
 
 import torch
 
-from dgnam.errors import DgnamError, first_line
+from dgnam.errors import DgnamFileNotFoundError, DgnamValueError, first_line
 
 
-def load_file(path: str | os.PathLike, what: str, hint: str = "") -> Any:
-    """``torch.load`` of ``path`` with ``weights_only=True`` (tensors and plain containers only).
+def load_file(path: str | os.PathLike, what: str, hint: str = "", finite: bool = True) -> Any:
+    """``torch.load`` of ``path`` with ``weights_only=True`` (tensors and plain containers only);
+    with ``finite`` (default) every floating tensor in it must be finite (:func:`check_finite_tensors`).
 
     Raises :class:`DgnamError` ``"<what> not found: <path><hint>"`` or ``"cannot read <what>
     <path>: <reason>"``."""
     p = Path(os.path.expanduser(str(path)))
     if not p.is_file():
-        raise DgnamError(f"{what} not found: {p}{hint}")
+        raise DgnamFileNotFoundError(f"{what} not found: {p}{hint}")
     try:
         with warnings.catch_warnings():  # torch warns about some pickles before refusing them
             warnings.simplefilter("ignore")
-            return torch.load(p, map_location="cpu", weights_only=True)
+            blob = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
-        raise DgnamError(f"cannot read {what} {p}: it holds objects other than tensors and plain containers "
+        raise DgnamValueError(f"cannot read {what} {p}: it holds objects other than tensors and plain containers "
                          f"(a pickle that could run code), refused") from None
     except Exception as e:
-        raise DgnamError(f"cannot read {what} {p}: {first_line(e, 160)}") from None
+        raise DgnamValueError(f"cannot read {what} {p}: {first_line(e)}") from None
+    if finite:
+        check_finite_tensors(blob, f"{what} {p}")
+    return blob
+
+
+def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """(dotted key, tensor) for every tensor in nested dicts, lists and tuples."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            yield from _tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{prefix}[{i}]")
+
+
+def check_finite_tensors(obj: Any, what: str) -> None:
+    """Every floating tensor in ``obj`` (a tensor, a state_dict, nested containers) holds only finite
+    values, else a one-line :class:`DgnamValueError` that names the first bad tensor and counts its
+    NaN and infinite values: NaN weights would otherwise run to the end and write black images."""
+    for key, t in _tensors(obj):
+        if not (t.is_floating_point() or t.is_complex()) or t.device.type == "meta":
+            continue
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            nan = int(torch.isnan(t).sum())
+            raise DgnamValueError(f"{what}: tensor {key!r} holds {nan} NaN and {int(bad.sum()) - nan} infinite "
+                                  f"values (of {t.numel()}); the weights are damaged (a diverged training run?), "
+                                  f"nothing was run with them")
 
 
 @contextlib.contextmanager
@@ -65,5 +96,5 @@ def check_state_dict(own: Mapping[str, torch.Tensor], state: Mapping[str, Any], 
     shaped = [k for k in own if k in state and tuple(getattr(state[k], "shape", ())) != tuple(own[k].shape)]
     if missing or unexpected or shaped:
         first = (missing + unexpected + shaped)[0]
-        raise DgnamError(f"{what}: {len(missing)} missing, {len(unexpected)} unexpected and {len(shaped)} "
+        raise DgnamValueError(f"{what}: {len(missing)} missing, {len(unexpected)} unexpected and {len(shaped)} "
                          f"mis-shaped keys (first: {first!r})")

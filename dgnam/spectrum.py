@@ -20,7 +20,7 @@ from torch import Tensor
 
 from dgnam.cli import one_line_errors
 from dgnam.core.params.maco import SPECTRUM_KEY, decorrelate
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.io import save_torch
 from dgnam.paths import PRIORS_DIR, shared_dir
 
@@ -44,7 +44,7 @@ def mean_spectrum(images: Tensor | list[Tensor]) -> Tensor:
         total = mag if total is None else total + mag
         n += batch.shape[0]
     if total is None or n == 0:
-        raise DgnamError("no images to build a spectrum from")
+        raise DgnamValueError("no images to build a spectrum from")
     return total / n
 
 
@@ -56,9 +56,9 @@ def build_spectrum(data: str, size: int = 128, limit: int | None = 3000, batch: 
     from dgnam.generator.data import ImageDataset, collate, open_source
 
     if size < 8:
-        raise DgnamError(f"--size={size} must be an integer >= 8")
+        raise DgnamValueError(f"--size={size} must be an integer >= 8")
     if limit is not None and limit < 1:
-        raise DgnamError(f"--limit={limit} must be an integer >= 1")
+        raise DgnamValueError(f"--limit={limit} must be an integer >= 1")
     dataset = ImageDataset(open_source(data, limit=limit), resolution=size, train=False)
     loader = DataLoader(dataset, batch_size=batch, shuffle=False, collate_fn=collate)
     count = [0]
@@ -71,7 +71,7 @@ def build_spectrum(data: str, size: int = 128, limit: int | None = 3000, batch: 
 
     magnitude = mean_spectrum(images()) if len(dataset) else None
     if magnitude is None or not count[0]:
-        raise DgnamError(f"no readable images under {data}")
+        raise DgnamValueError(f"no readable images under {data}")
     shared = str(Path(shared_dir())) + os.sep
     source = "${shared}/" + str(data)[len(shared):] if str(data).startswith(shared) else str(data)
     return {SPECTRUM_KEY: magnitude.to(torch.float32), "size": size, "images": count[0], "source": source}

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from dgnam.core.images import to_uint8
 from dgnam.core.objectives import Objective
 from dgnam.core.params.base import ImageParam
+from dgnam.errors import NonFiniteError, first_line
 
 PostStep = Callable[[nn.Module, int], None]
 
@@ -85,6 +86,22 @@ def normalize_grad(grad: Tensor, kind: str | None, eps: float = 1e-8) -> Tensor:
     raise ValueError(f"unknown gradient normalization {kind!r}; valid: none, l1, l2")
 
 
+def check_finite(step: int, score: Tensor, image: Tensor, names: Sequence[str] | None = None) -> None:
+    """Stop at the step where an item's image or objective (its activation, its loss) stops being
+    finite, with a :class:`~dgnam.errors.NonFiniteError` naming the step, the items and which one."""
+    ok_image = torch.isfinite(image.detach().flatten(1)).all(1)
+    ok = ok_image & torch.isfinite(score.detach())
+    if bool(ok.all()):  # one synchronization per step, as the history's own .cpu() at the end would be
+        return
+    items = (~ok).nonzero().flatten().tolist()
+    what = "image" if not bool(ok_image.all()) else "objective (the activation or a penalty)"
+    who = ", ".join(names[i] if names is not None else f"item {i}" for i in items[:8])
+    more = f" and {len(items) - 8} more" if len(items) > 8 else ""
+    raise NonFiniteError(f"the {what} became NaN or infinite at step {step} for {who}{more}: the optimization "
+                         f"diverged (lower optimizer.lr, or check the model and its weights); nothing was written "
+                         f"for these units", step, items, what)
+
+
 def optimize(
     param: ImageParam,
     target: Callable[[Tensor, frozenset[str]], dict[str, Tensor]],
@@ -102,6 +119,7 @@ def optimize(
     callback: Callable[[int], None] | None = None,
     terms: Mapping[str, Objective] | None = None,
     early_stop: EarlyStop | None = None,
+    names: Sequence[str] | None = None,
 ) -> Result:
     """Maximize ``objective`` of ``target`` over ``param``; see the module docstring.
 
@@ -125,6 +143,8 @@ def optimize(
             made of: a style and a content term), computed from the same activations.
         early_stop: end each octave early once no item's tracked objective rises any more
             (:class:`EarlyStop`); the history then has fewer rows than ``steps``.
+        names: a name per item for the error raised when an item's image or objective stops being
+            finite (:func:`check_finite`; every step, before the gradient is used).
     """
     if steps <= 0:
         raise ValueError(f"steps must be positive, got {steps}")
@@ -155,11 +175,18 @@ def optimize(
             if param_layers:
                 acts = {**acts, **param.extra()}
             score = objective(acts)  # (B,)
+            check_finite(step, score, image, names)
             (-score).sum().backward()  # the one place the sign flips: items do not interact
             if grad_norm:
                 for p in trainable:
                     p.grad = normalize_grad(p.grad, grad_norm)
-            opt.step()
+            try:
+                opt.step()
+            except RuntimeError as e:  # torch's optimizers: "value cannot be converted ... without overflow"
+                if "overflow" not in str(e):
+                    raise
+                raise NonFiniteError(f"the optimizer's step overflowed at step {step} ({first_line(e)}): the learning "
+                                     f"rate is too large for float32 (lower optimizer.lr)", step, [], "step") from None
             if sched is not None:
                 sched.step()
             for post in post_steps:
@@ -188,6 +215,7 @@ def optimize(
                 break
     with torch.no_grad():
         final = param().detach()
+    check_finite(step, torch.zeros(final.shape[0], device=final.device), final, names)
     if frame_every:
         frames.append(to_uint8(final))
     return Result(

@@ -24,9 +24,10 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 from dgnam.core import precision as PR
 from dgnam.core.aliases import ALIAS_STYLE, imagenet_categories, sequential_aliases
+from dgnam.core.devices import pick_device
 from dgnam.core.fold import fold_batchnorm
-from dgnam.core.weights import download, load_weights_file, resolve_weights_enum
-from dgnam.errors import DgnamError, choices, first_line
+from dgnam.core.weights import check_weights, download, load_weights_file, resolve_weights_enum
+from dgnam.errors import DgnamValueError, choices, first_line
 from dgnam.safeload import weights_only_everywhere
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,9 @@ class Target(nn.Module):
     ) -> None:
         super().__init__()
         if len(mean) != len(std) or len(mean) not in (1, 3):
-            raise DgnamError(f"mean={list(mean)} and std={list(std)} need one value per input channel (3, or 1 "
-                             f"for a grey-input model)")
+            raise DgnamValueError(f"mean={list(mean)} and std={list(std)} need one value per input channel (3, or 1 for a grey-input model)")
         self.compile, self.precision = bool(compile), PR.check_precision(precision, "model.precision")
+        check_weights(model, name)
         for m in model.modules():  # in-place ReLUs would overwrite pre-ReLU activations we return
             if hasattr(m, "inplace"):
                 m.inplace = False
@@ -107,7 +108,7 @@ class Target(nn.Module):
             self.traced = True
         except Exception as e:  # data-dependent control flow, unsupported ops ...
             log.warning("%s cannot be traced by torch.fx (%s); its layers are module names, read with forward "
-                        "hooks on the modules asked for (removed after each pass)", name, first_line(e, 120))
+                        "hooks on the modules asked for (removed after each pass)", name, first_line(e))
             self.nodes = [n for n, _ in self.model.named_modules() if n] + [OUTPUT]
             self.traced = False
         self.aliases = dict(aliases or {})
@@ -133,7 +134,7 @@ class Target(nn.Module):
             return layer
         close = difflib.get_close_matches(layer, self.layer_names, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise DgnamError(
+        raise DgnamValueError(
             f"unknown layer {layer!r} for {self.name}{hint}; valid layers: {choices(self.layer_names, 60)}"
         )
 
@@ -216,8 +217,8 @@ class Target(nn.Module):
                 fix = (f"{self.name} takes {self.in_channels} x {self.input_size} x {self.input_size} inputs: use "
                        f"image_size={self.input_size}" if size != self.input_size else
                        "give the side the model takes (model.input_size=..., or input_size= in Python)")
-                raise DgnamError(f"layer {layer} of {self.name} cannot be computed for a {size} x {size} image "
-                                 f"({first_line(e, 100)}); {fix}, or a larger image_size") from None
+                raise DgnamValueError(f"layer {layer} of {self.name} cannot be computed for a {size} x {size} image "
+                                 f"({first_line(e)}); {fix}, or a larger image_size") from None
         return self._shapes[key]
 
     def class_index(self, name: str | int) -> int:
@@ -225,7 +226,7 @@ class Target(nn.Module):
         if isinstance(name, int) or (isinstance(name, str) and name.strip().lstrip("-").isdigit()):
             return int(name)
         if not self.categories:
-            raise DgnamError(f"class name {name!r} given, but {self.name} has no class names; use an index")
+            raise DgnamValueError(f"class name {name!r} given, but {self.name} has no class names; use an index")
         low = [c.lower() for c in self.categories]
         key = name.strip().lower().replace("_", " ")
         if key in low:
@@ -234,12 +235,12 @@ class Target(nn.Module):
         if len(hits) == 1:
             return hits[0]
         if hits:
-            raise DgnamError(
+            raise DgnamValueError(
                 f"class name {name!r} is ambiguous: {choices([self.categories[i] for i in hits], 12)}"
             )
         close = difflib.get_close_matches(key, low, n=5, cutoff=0.6)
         hint = f"; closest: {', '.join(self.categories[low.index(c)] for c in close)}" if close else ""
-        raise DgnamError(f"class name {name!r} not found among the {len(low)} classes of {self.name}{hint}")
+        raise DgnamValueError(f"class name {name!r} not found among the {len(low)} classes of {self.name}{hint}")
 
 
 def build_target(
@@ -273,7 +274,7 @@ def build_target(
     if arch not in available:
         close = difflib.get_close_matches(arch, available, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise DgnamError(f"unknown model {arch!r}{hint}; valid: torchvision classifiers such as "
+        raise DgnamValueError(f"unknown model {arch!r}{hint}; valid: torchvision classifiers such as "
                          f"vgg16, alexnet, resnet50, mobilenet_v2 (all: {len(available)} names)")
     categories: Sequence[str] | None = imagenet_categories() if num_classes == 1000 else None
     if weights_file:
@@ -302,18 +303,4 @@ def build_target(
     aliases = sequential_aliases(model, style, conv_relu, fc_relu) if style else {}
     return Target(model, mean, std, name=arch, input_size=input_size, aliases=aliases,
                   categories=categories, channels_last=channels_last, compile=compile,
-                  precision=precision).to(device)
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; anything else is passed to ``torch.device``."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise DgnamError(f"unknown device {device!r}; valid: auto, cpu, cuda, cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise DgnamError(f"device {device!r} asked for, but CUDA is not available here; use device=auto or cpu")
-    return dev
-
+                  precision=precision).to(pick_device(device))

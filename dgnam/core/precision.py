@@ -21,7 +21,7 @@ import functools
 
 import torch
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -46,7 +46,7 @@ def native_bf16(device: torch.device | str) -> bool:
 def check_precision(precision: str, key: str = "precision") -> str:
     """``precision`` if it is one of :data:`PRECISIONS`, else a one-line error naming ``key``."""
     if precision not in PRECISIONS:
-        raise DgnamError(f"unknown {key} {precision!r}; valid: {', '.join(PRECISIONS)}")
+        raise DgnamValueError(f"unknown {key} {precision!r}; valid: {', '.join(PRECISIONS)}")
     return precision
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from dgnam.core.models import Target
-from dgnam.errors import DgnamError, first_line
+from dgnam.errors import DgnamValueError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def import_timm():
     try:
         import timm
     except ImportError:
-        raise DgnamError(f"model=timm needs the timm package, which is not installed: {INSTALL}") from None
+        raise DgnamValueError(f"model=timm needs the timm package, which is not installed: {INSTALL}") from None
     return timm
 
 
@@ -41,7 +41,7 @@ def check_arch(timm: Any, arch: str) -> None:
     if not close:  # the family's first names: "vit_small" -> vit_small_patch16_224, ...
         close = [n for n in names if n.startswith(family + "_")][:5]
     hint = f"; closest: {', '.join(close)}" if close else ""
-    raise DgnamError(f"unknown timm model {arch!r}{hint} (the {len(names)} names: python -c "
+    raise DgnamValueError(f"unknown timm model {arch!r}{hint} (the {len(names)} names: python -c "
                      f"\"import timm; print(timm.list_models('{family}*'))\")")
 
 
@@ -77,11 +77,11 @@ def build_timm_target(
     try:
         model = timm.create_model(str(arch), pretrained=bool(pretrained) and not weights_file, **extra)
     except Exception as e:
-        why = first_line(e, 160)
+        why = first_line(e)
         if pretrained and not weights_file:
-            raise DgnamError(f"timm could not fetch the pretrained weights of {arch} ({why}); offline, download "
+            raise DgnamValueError(f"timm could not fetch the pretrained weights of {arch} ({why}); offline, download "
                              f"them elsewhere and give model.weights_file=<file> with model.pretrained=false") from None
-        raise DgnamError(f"timm.create_model({arch!r}, {extra}) failed ({why})") from None
+        raise DgnamValueError(f"timm.create_model({arch!r}, {extra}) failed ({why})") from None
     if not weights_file and not pretrained:
         log.warning("\n%s\n  timm %s has RANDOM WEIGHTS: its images show nothing learned. Give\n"
                     "  model.weights_file=<state_dict .pth/.safetensors> for a trained network.\n%s",

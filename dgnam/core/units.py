@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from dgnam.core import objectives as O
 from dgnam.core.models import Target
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 KINDS = ("auto", "class", "channel", "neuron", "unit", "cls")
 
@@ -36,13 +36,13 @@ def token_grid(tokens: int) -> tuple[int, int]:
         side = math.isqrt(tokens - prefix) if tokens > prefix else 0
         if side and side * side == tokens - prefix:
             return prefix, side
-    raise DgnamError(f"a layer of {tokens} tokens has no square patch grid (after up to 8 class/register tokens)")
+    raise DgnamValueError(f"a layer of {tokens} tokens has no square patch grid (after up to 8 class/register tokens)")
 
 
 def _parse_units(spec: object, n: int, target: Target, is_class: bool) -> list[tuple[int, str]]:
     """-> [(index, label)] for a unit spec; ``n`` is the size of the unit axis."""
     if spec is None:
-        raise DgnamError("no units given; e.g. units=[0,1,2], units=0-39, units=first:40, units=all")
+        raise DgnamValueError("no units given; e.g. units=[0,1,2], units=0-39, units=first:40, units=all")
     items: Sequence[object]
     if isinstance(spec, str):
         s = spec.strip()
@@ -52,13 +52,13 @@ def _parse_units(spec: object, n: int, target: Target, is_class: bool) -> list[t
         if m:
             k = int(m.group(1))
             if k <= 0 or k > n:
-                raise DgnamError(f"units={s!r}: the layer has {n} units, so first:N needs 1 <= N <= {n}")
+                raise DgnamValueError(f"units={s!r}: the layer has {n} units, so first:N needs 1 <= N <= {n}")
             return [(i, str(i)) for i in range(k)]
         m = re.fullmatch(r"(-?\d+)\s*-\s*(-?\d+)", s)
         if m:
             a, b = int(m.group(1)), int(m.group(2))
             if b < a:
-                raise DgnamError(f"units={s!r}: empty range (a range a-b is inclusive and needs a <= b)")
+                raise DgnamValueError(f"units={s!r}: empty range (a range a-b is inclusive and needs a <= b)")
             items = list(range(a, b + 1))
         else:
             items = [s]
@@ -69,27 +69,27 @@ def _parse_units(spec: object, n: int, target: Target, is_class: bool) -> list[t
     out = []
     for it in items:
         if isinstance(it, bool):
-            raise DgnamError(f"unit {it!r} is not an index or a class name")
+            raise DgnamValueError(f"unit {it!r} is not an index or a class name")
         if isinstance(it, int) or (isinstance(it, str) and it.strip().lstrip("-").isdigit()):
             idx = int(it)
             label = str(idx)
         elif isinstance(it, str):
             if not is_class:
-                raise DgnamError(f"unit {it!r} is a name, but names only select classes of the logits layer")
+                raise DgnamValueError(f"unit {it!r} is a name, but names only select classes of the logits layer")
             idx = target.class_index(it)
             label = str(idx)
         else:
-            raise DgnamError(f"unit {it!r} is not an index or a class name")
+            raise DgnamValueError(f"unit {it!r} is not an index or a class name")
         if not 0 <= idx < n:
-            raise DgnamError(f"unit {idx} is out of range: the layer has {n} units (valid: 0 to {n - 1})")
+            raise DgnamValueError(f"unit {idx} is out of range: the layer has {n} units (valid: 0 to {n - 1})")
         if is_class and target.categories and label == str(idx):
             label = f"{idx} {target.categories[idx]}"
         seen = next((lab for i, lab in out if i == idx), None)
         if seen is not None:
-            raise DgnamError(f"units lists unit {idx} twice ({seen!r} and {it!r}); give each unit once")
+            raise DgnamValueError(f"units lists unit {idx} twice ({seen!r} and {it!r}); give each unit once")
         out.append((idx, label))
     if not out:
-        raise DgnamError(f"units={list(items)!r} selects no unit; e.g. units=[0,1,2], units=0-39, units=first:40, "
+        raise DgnamValueError(f"units={list(items)!r} selects no unit; e.g. units=[0,1,2], units=0-39, units=first:40, "
                          f"units=all")
     return out
 
@@ -108,7 +108,7 @@ def select_units(target: Target, layer: str, spec: object, kind: str = "auto",
     (x, y) of the patch grid (default the centre).
     """
     if kind not in KINDS:
-        raise DgnamError(f"unknown unit kind {kind!r}; valid: {', '.join(KINDS)}")
+        raise DgnamValueError(f"unknown unit kind {kind!r}; valid: {', '.join(KINDS)}")
     node = target.resolve(layer)
     shape = target.layer_shape(layer, size)
     is_logits = node == target.aliases["logits"]
@@ -116,23 +116,23 @@ def select_units(target: Target, layer: str, spec: object, kind: str = "auto",
     if len(shape) == 2 and not is_logits:
         return _token_units(target, layer, spec, kind, position, shape)
     if kind == "cls":
-        raise DgnamError(f"unit kind 'cls' needs a transformer layer (tokens x channels), but {layer} has shape "
+        raise DgnamValueError(f"unit kind 'cls' needs a transformer layer (tokens x channels), but {layer} has shape "
                          f"{tuple(shape)}")
     if kind == "auto":
         kind = "class" if is_logits else ("neuron" if spatial and position is not None
                                           else "channel" if spatial else "unit")
     if kind in ("channel", "neuron") and not spatial:
-        raise DgnamError(f"unit kind {kind!r} needs a conv layer, but {layer} has shape {tuple(shape)}; use unit")
+        raise DgnamValueError(f"unit kind {kind!r} needs a conv layer, but {layer} has shape {tuple(shape)}; use unit")
     if kind == "class" and not is_logits:
-        raise DgnamError(f"unit kind 'class' needs the logits layer, not {layer!r}")
+        raise DgnamValueError(f"unit kind 'class' needs the logits layer, not {layer!r}")
     x = y = None
     if kind == "neuron" and position is not None:
         if len(position) != 2:
-            raise DgnamError(f"position={list(position)} must be [x, y]")
+            raise DgnamValueError(f"position={list(position)} must be [x, y]")
         x, y = int(position[0]), int(position[1])
         h, w = shape[-2:]
         if not (0 <= x < w and 0 <= y < h):
-            raise DgnamError(f"position (x={x}, y={y}) is outside {layer}, which is {w} wide and {h} high")
+            raise DgnamValueError(f"position (x={x}, y={y}) is outside {layer}, which is {w} wide and {h} high")
     picked = _parse_units(spec, shape[0], target, kind == "class")
     return [Unit(layer, i, kind, label, x, y) for i, label in picked]
 
@@ -145,16 +145,16 @@ def _token_units(target: Target, layer: str, spec: object, kind: str, position: 
     if kind == "auto":
         kind = "neuron" if position is not None else "channel"
     if kind not in ("channel", "cls", "neuron"):
-        raise DgnamError(f"unit kind {kind!r} does not fit {layer}, a transformer layer of {tokens} tokens x "
+        raise DgnamValueError(f"unit kind {kind!r} does not fit {layer}, a transformer layer of {tokens} tokens x "
                          f"{channels} channels; valid: channel (mean over patches), cls, neuron (a patch position)")
     if kind == "cls" and start == 0:
-        raise DgnamError(f"{layer} has no class token ({tokens} tokens = {side} x {side} patches); use channel or neuron")
+        raise DgnamValueError(f"{layer} has no class token ({tokens} tokens = {side} x {side} patches); use channel or neuron")
     token = 0 if kind == "cls" else None
     x = y = None
     if kind == "neuron":
         x, y = (int(position[0]), int(position[1])) if position is not None else (side // 2, side // 2)
         if (position is not None and len(position) != 2) or not (0 <= x < side and 0 <= y < side):
-            raise DgnamError(f"position={list(position or [])} must be [x, y] inside the {side} x {side} patch grid "
+            raise DgnamValueError(f"position={list(position or [])} must be [x, y] inside the {side} x {side} patch grid "
                              f"of {layer}")
         token = start + y * side + x
     picked = _parse_units(spec, channels, target, False)
@@ -167,10 +167,10 @@ def shard_units(units: Sequence[Unit], index: int = 0, count: int = 1) -> list[U
     ``shard.index=range(0,count)`` run the units of one large job between them."""
     index, count = int(index), int(count)
     if not 0 <= index < count:
-        raise DgnamError(f"shard.index={index} must be in 0 .. shard.count - 1 = {count - 1}")
+        raise DgnamValueError(f"shard.index={index} must be in 0 .. shard.count - 1 = {count - 1}")
     n = len(units)
     if count > n:
-        raise DgnamError(f"shard.count={count} is more than the {n} units selected; give at most {n}")
+        raise DgnamValueError(f"shard.count={count} is more than the {n} units selected; give at most {n}")
     return list(units[index * n // count : (index + 1) * n // count])
 
 

@@ -13,9 +13,10 @@ import torch
 import torchvision
 from torch import nn
 
+from dgnam.core.devices import pick_device
 from dgnam.core.models import IMAGENET_MEAN, IMAGENET_STD, Target, imagenet_categories
 from dgnam.core.weights import load_weights_file
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, DgnamFileNotFoundError, DgnamValueError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ def class_names(spec: str | os.PathLike | Sequence[str] | None) -> list[str] | N
     if isinstance(spec, (str, os.PathLike)):
         path = Path(os.path.expanduser(str(spec)))
         if not path.is_file():
-            raise DgnamError(f"class names file not found: {path} (give a text file, one name per line, or a list)")
+            raise DgnamFileNotFoundError(f"class names file not found: {path} (give a text file, one name per line, or a list)")
         return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
     return [str(c) for c in spec]
 
@@ -110,10 +111,10 @@ def _check_input_size(target: Target, given: int | None, preferred: int | None =
     tries = ([preferred] if preferred else []) + [s for s in PROBE_SIZES if s != preferred]
     size = given if given and _runs_at(target, given) else next((s for s in tries if _runs_at(target, s)), None)
     if size is None:
-        raise DgnamError(f"{target.name} runs at none of the sides {', '.join(map(str, PROBE_SIZES))}; give the side "
+        raise DgnamValueError(f"{target.name} runs at none of the sides {', '.join(map(str, PROBE_SIZES))}; give the side "
                          f"it takes (model.input_size=..., or input_size= in Python)")
     if given and size != given:
-        raise DgnamError(f"{target.name} cannot run on {given} x {given} images; it takes {target.in_channels} x "
+        raise DgnamValueError(f"{target.name} cannot run on {given} x {given} images; it takes {target.in_channels} x "
                          f"{size} x {size}: give input_size={size}")
     target.input_size = size
     if not _runs_at(target, size + 16):
@@ -143,9 +144,9 @@ def wrap_model(
     ``precision``: ``fp32``, ``bf16`` or ``auto`` (:class:`Target`).
     """
     if isinstance(model, Target):
-        return model.to(device)
+        return model.to(pick_device(device))
     if not isinstance(model, nn.Module):
-        raise DgnamError(f"model must be a torch.nn.Module (e.g. torchvision.models.resnet18()), not "
+        raise DgnamValueError(f"model must be a torch.nn.Module (e.g. torchvision.models.resnet18()), not "
                          f"{type(model).__name__}")
     name = name or type(model).__name__
     if weights_file:
@@ -165,13 +166,13 @@ def wrap_model(
     target = Target(model, mean, std, name=name, input_size=int(input_size or meta.get("input_size", 224)),
                     categories=names, channels_last=channels_last, fixed_size=meta.get("fixed_size", False),
                     size_multiple=meta.get("size_multiple", 1), tracer_kwargs=library_tracer(model),
-                    precision=precision).to(device)
+                    precision=precision).to(pick_device(device))
     target.aliases.update(block_aliases(target))
     if "fixed_size" not in meta:
         _check_input_size(target, input_size, meta.get("input_size"))
     if categories is not None:
         n = target.layer_shape("logits")[0]
         if len(names) != n:
-            raise DgnamError(f"{len(names)} class names given, but {name}'s output ({target.aliases['logits']}) has "
+            raise DgnamValueError(f"{len(names)} class names given, but {name}'s output ({target.aliases['logits']}) has "
                              f"{n} units")
     return target

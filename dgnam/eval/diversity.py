@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 #: the last layers of a classifier, whose input is its penultimate feature
 _LAST = {"aten.conv2d.default", "aten.linear.default", "aten.addmm.default"}
@@ -29,7 +29,7 @@ def penultimate(module: nn.Module) -> nn.Module:
     nodes = list(gm.graph.nodes)
     last = [n for n in nodes if n.op == "call_function" and str(n.target) in _LAST]
     if not last:
-        raise DgnamError("the judge has no convolution or linear layer to take its penultimate features from")
+        raise DgnamValueError("the judge has no convolution or linear layer to take its penultimate features from")
     feat = last[-1].args[0]
     out = next(n for n in nodes if n.op == "output")
     with gm.graph.inserting_before(out):
@@ -44,7 +44,7 @@ def pairwise_cosine_distance(features: Tensor) -> float:
     """Mean of ``1 - cos`` over the K (K - 1) / 2 pairs of rows of ``features`` (K, F); K >= 2."""
     k = features.shape[0]
     if k < 2:
-        raise DgnamError(f"diversity needs at least 2 images, got {k}")
+        raise DgnamValueError(f"diversity needs at least 2 images, got {k}")
     f = nn.functional.normalize(features.double().flatten(1), dim=1)
     cos = f @ f.T
     iu = torch.triu_indices(k, k, 1)
@@ -74,7 +74,7 @@ def class_photos(files: str | os.PathLike, classes: Sequence[int], k: int) -> di
             want[label].append(item["image"])
     short = [c for c, v in want.items() if len(v) < k]
     if short:
-        raise DgnamError(f"{files} holds fewer than {k} photos of classes {short[:5]}")
+        raise DgnamValueError(f"{files} holds fewer than {k} photos of classes {short[:5]}")
     return {c: torch.stack(v) for c, v in want.items()}
 
 

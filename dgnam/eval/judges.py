@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 
 from dgnam.core.images import resize_crop
-from dgnam.errors import DgnamError, first_line
-from dgnam.safeload import weights_only_everywhere
+from dgnam.errors import DgnamError, DgnamFileNotFoundError, DgnamValueError, first_line
+from dgnam.safeload import check_finite_tensors, weights_only_everywhere
 
 KINDS = ("pt2", "torchvision")
 SPEC_KEYS = ("kind", "path", "name", "input_size", "arch", "weights_file", "weights", "mean", "std",
@@ -88,10 +88,10 @@ def _check_output(judge: Judge, batch: int) -> None:
     x = torch.full((batch, 3, judge.input_size, judge.input_size), 0.5)
     out = judge.model(x)
     if not isinstance(out, Tensor):
-        raise DgnamError(f"judge {judge.name} ({judge.source}) returns a {type(out).__name__}, "
+        raise DgnamValueError(f"judge {judge.name} ({judge.source}) returns a {type(out).__name__}, "
                          f"not a tensor of (B, {NUM_CLASSES}) logits")
     if tuple(out.shape) != (batch, NUM_CLASSES):
-        raise DgnamError(f"judge {judge.name} ({judge.source}) returns outputs of size {tuple(out.shape)} "
+        raise DgnamValueError(f"judge {judge.name} ({judge.source}) returns outputs of size {tuple(out.shape)} "
                          f"for a batch of {batch}; a judge must return (B, {NUM_CLASSES}) ImageNet logits")
 
 
@@ -103,12 +103,13 @@ def _load_pt2(path: Path, name: str, input_size: int, batch_size: int) -> Judge:
         with weights_only_everywhere():  # a crafted archive cannot run code through torch's fallback
             model = torch.export.load(str(path)).module()
     except pickle.UnpicklingError:
-        raise DgnamError(f"cannot read judge file {path}: it holds objects other than tensors (a pickle that "
+        raise DgnamValueError(f"cannot read judge file {path}: it holds objects other than tensors (a pickle that "
                          f"could run code), refused") from None
     except Exception as e:  # not a zip, truncated, another format ...
-        raise DgnamError(f"cannot read judge file {path} as a torch.export program: {first_line(e)}") from None
+        raise DgnamValueError(f"cannot read judge file {path} as a torch.export program: {first_line(e)}") from None
     finally:
         quiet.setLevel(level)
+    check_finite_tensors(model.state_dict(), f"judge file {path}")
     judge = Judge(model, name, input_size, source=str(path), batch_size=batch_size)
     with torch.no_grad():
         try:
@@ -121,7 +122,7 @@ def _load_pt2(path: Path, name: str, input_size: int, batch_size: int) -> Judge:
             except DgnamError:
                 raise
             except Exception:
-                raise DgnamError(f"judge file {path} does not run on a (B, 3, {input_size}, {input_size}) "
+                raise DgnamValueError(f"judge file {path} does not run on a (B, 3, {input_size}, {input_size}) "
                                  f"image in [0, 1]: {first_line(e2)}; set its input_size") from None
             judge.batch_size = 1
     return judge
@@ -132,10 +133,10 @@ def _load_torchvision(spec: Mapping[str, Any], name: str, input_size: int, batch
 
     arch = spec.get("arch")
     if not arch:
-        raise DgnamError(f"judge {name}: kind=torchvision needs arch (e.g. resnet50) and weights_file")
+        raise DgnamValueError(f"judge {name}: kind=torchvision needs arch (e.g. resnet50) and weights_file")
     wfile, weights = spec.get("weights_file") or spec.get("path"), spec.get("weights")
     if not wfile and not weights:
-        raise DgnamError(f"judge {name} ({arch}) has no weights: give weights_file=<state_dict.pth> "
+        raise DgnamValueError(f"judge {name} ({arch}) has no weights: give weights_file=<state_dict.pth> "
                          "(a judge with random weights judges nothing)")
     try:
         target = build_target(arch=str(arch), weights=weights, weights_file=wfile,
@@ -143,7 +144,7 @@ def _load_torchvision(spec: Mapping[str, Any], name: str, input_size: int, batch
                               std=list(spec["std"]) if spec.get("std") else None,
                               input_size=input_size, channels_last=False)
     except DgnamError as e:
-        raise DgnamError(f"judge {name}: {e}") from None
+        raise DgnamValueError(f"judge {name}: {e}") from None
 
     def model(x: Tensor) -> Tensor:
         return target(x, ["logits"])["logits"]
@@ -155,7 +156,7 @@ def _load_torchvision(spec: Mapping[str, Any], name: str, input_size: int, batch
         except DgnamError:
             raise
         except Exception as e:
-            raise DgnamError(f"judge {name} ({arch}) does not run on a {input_size} x {input_size} image: "
+            raise DgnamValueError(f"judge {name} ({arch}) does not run on a {input_size} x {input_size} image: "
                              f"{first_line(e)}") from None
     return judge
 
@@ -174,25 +175,25 @@ def load_judge(spec: Mapping[str, Any]) -> Judge:
     spec = dict(spec)
     unknown = [k for k in spec if k not in SPEC_KEYS]
     if unknown:
-        raise DgnamError(f"unknown judge key {unknown[0]!r}; valid keys: {', '.join(SPEC_KEYS)}")
+        raise DgnamValueError(f"unknown judge key {unknown[0]!r}; valid keys: {', '.join(SPEC_KEYS)}")
     kind = str(spec.get("kind") or "pt2")
     if kind not in KINDS:
-        raise DgnamError(f"unknown judge kind {kind!r}; valid: {', '.join(KINDS)}")
+        raise DgnamValueError(f"unknown judge kind {kind!r}; valid: {', '.join(KINDS)}")
     file = spec.get("path") if kind == "pt2" else (spec.get("weights_file") or spec.get("path"))
     path = Path(os.path.expanduser(str(file))) if file else None
     if kind == "pt2" and path is None:
-        raise DgnamError("judge of kind pt2 needs path=<file.pt2>")
+        raise DgnamValueError("judge of kind pt2 needs path=<file.pt2>")
     if path is not None and not path.is_file():
-        raise DgnamError(f"judge file not found: {path}")
+        raise DgnamFileNotFoundError(f"judge file not found: {path}")
     name = str(spec.get("name") or (path.stem if path else spec.get("arch")))
     try:
         input_size = int(spec.get("input_size") or (160 if kind == "pt2" else 224))
         batch_size = int(spec.get("batch_size") or 32)
     except (TypeError, ValueError):
-        raise DgnamError(f"judge {name}: input_size={spec.get('input_size')!r} and batch_size="
+        raise DgnamValueError(f"judge {name}: input_size={spec.get('input_size')!r} and batch_size="
                          f"{spec.get('batch_size')!r} must be positive integers") from None
     if input_size <= 0 or batch_size <= 0:
-        raise DgnamError(f"judge {name}: input_size={input_size} and batch_size={batch_size} must be positive")
+        raise DgnamValueError(f"judge {name}: input_size={input_size} and batch_size={batch_size} must be positive")
     if kind == "pt2":
         return _load_pt2(path, name, input_size, batch_size)  # type: ignore[arg-type]
     return _load_torchvision(spec, name, input_size, batch_size)

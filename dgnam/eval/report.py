@@ -26,7 +26,6 @@ The image statistics are in :mod:`dgnam.eval.stats`, the writing of the files in
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from dgnam.core.images import resize_crop
-from dgnam.errors import DgnamError, first_line
+from dgnam.errors import DgnamValueError
 from dgnam.eval.judges import Judge, load_judge
 from dgnam.eval.render import _mean, _pct, _scale, _unit_key, write_report
+from dgnam.eval.runs import REQUIRED_KEYS, check_shards, find_run_dirs, gather_rows  # noqa: F401 (the report's API)
 from dgnam.eval.stats import (
     HF_RADIUS,
     STATS_SIZE,
@@ -54,7 +53,6 @@ from dgnam.io import load_image
 log = logging.getLogger(__name__)
 
 DEFAULT_METHODS_ORDER = ("pixel", "yosinski", "lucid", "dgnam")
-REQUIRED_KEYS = ("method", "seed", "layer", "unit", "kind", "image")
 
 
 def default_judges() -> list[dict[str, Any]]:
@@ -66,101 +64,6 @@ def default_judges() -> list[dict[str, Any]]:
 
 # ----------------------------------------------------------------------------------------------
 # Gathering runs
-
-
-def find_run_dirs(path: str | os.PathLike) -> list[Path]:
-    """A run directory (it holds ``results.json``) -> ``[path]``; a sweep directory -> its job
-    directories that hold one, in job order (numbered ones by number)."""
-    p = Path(os.path.expanduser(str(path)))
-    if not p.is_dir():
-        raise DgnamError(f"run directory not found: {p}")
-    if (p / "results.json").is_file():
-        return [p]
-    jobs = [d for d in p.iterdir() if d.is_dir() and (d / "results.json").is_file()]
-    if not jobs:
-        raise DgnamError(f"no results.json in {p} nor in its job directories; give run directories of "
-                         "visualize.py (mode am) or a multirun sweep directory")
-    return sorted(jobs, key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name))
-
-
-def _run_model(run: Path) -> dict[str, Any]:
-    """The target recorded in a run's ``.hydra/config.yaml`` (arch and weights file), if any."""
-    cfg_file = run / ".hydra" / "config.yaml"
-    if not cfg_file.is_file():
-        return {}
-    try:
-        cfg = OmegaConf.load(cfg_file)
-        arch = OmegaConf.select(cfg, "model.arch", default=None)
-        try:
-            wfile = OmegaConf.select(cfg, "model.weights_file", default=None)
-        except Exception:  # an interpolation that cannot be resolved here
-            wfile = None
-        shard = (OmegaConf.select(cfg, "shard.index", default=0), OmegaConf.select(cfg, "shard.count", default=1))
-        return {"arch": arch, "weights_file": wfile, "shard": shard}
-    except Exception:
-        return {}
-
-
-def check_shards(seen: Mapping[tuple[str, int], set[tuple[int, int]]]) -> list[str]:
-    """``seen``: (method, seed) -> the (shard.index, shard.count) of the runs that gave its rows.
-    Returns one line per (method, seed) whose shards are not all there (and logs it): a report over
-    part of a sharded job says so."""
-    lines = []
-    for (method, seed), shards in sorted(seen.items()):
-        for count in sorted({c for _, c in shards}):
-            missing = sorted(set(range(count)) - {i for i, c in shards if c == count})
-            if missing:
-                lines.append(f"method {method} seed {seed}: shard(s) {', '.join(map(str, missing))} of {count} "
-                             f"missing (give every shard's sweep directory in report.runs)")
-                log.warning("%s", lines[-1])
-    return lines
-
-
-def gather_rows(runs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Rows of every ``results.json`` under ``runs`` (run or sweep directories), each with
-    ``run`` (its directory), ``source`` (the PNG's absolute path) and ``target`` (the arch, if
-    recorded). Rows without a PNG are skipped; a later duplicate (same method, seed, layer, unit)
-    replaces an earlier one. The shards of a sharded job (``shard.index`` of ``shard.count`` in each
-    run's ``.hydra/config.yaml``), from one sweep directory or several, join up into one set of rows;
-    missing shards are logged (:func:`check_shards`)."""
-    rows: dict[tuple, dict[str, Any]] = {}
-    dirs = [d for r in runs for d in find_run_dirs(r)]
-    if not dirs:
-        raise DgnamError("no runs given; e.g. report.runs=[outputs/am/2026-01-01_12-00-00]")
-    skipped = replaced = 0
-    shards: dict[tuple[str, int], set[tuple[int, int]]] = {}
-    for d in dirs:
-        res_file = d / "results.json"
-        try:
-            data = json.loads(res_file.read_text())
-        except (OSError, ValueError) as e:
-            raise DgnamError(f"cannot read {res_file}: {first_line(e, 120)}") from None
-        if not isinstance(data, list):
-            raise DgnamError(f"{res_file} holds a {type(data).__name__}, not a list of result rows")
-        model = _run_model(d)
-        for row in data:
-            if "shard" in model and "method" in row and "seed" in row:
-                shards.setdefault((row["method"], int(row["seed"])), set()).add(tuple(map(int, model["shard"])))
-            missing = [k for k in REQUIRED_KEYS if k not in row]
-            if missing:
-                raise DgnamError(f"{res_file}: a row lacks the key {missing[0]!r} (is it from mode=am?)")
-            if not row["image"]:
-                skipped += 1
-                continue
-            src = (d / row["image"]).resolve()
-            if not src.is_file():
-                raise DgnamError(f"image {src} named in {res_file} not found")
-            key = (row["method"], int(row["seed"]), str(row["layer"]), int(row["unit"]), row["kind"],
-                   int(row.get("sample", 0)))  # samples=K: K rows of one unit
-            replaced += key in rows
-            rows[key] = {**row, "run": str(d), "source": str(src), "target": model.get("arch"),
-                         "_weights_file": model.get("weights_file")}
-    if skipped:
-        log.warning("%d rows without a PNG (output.png=false) skipped", skipped)
-    if replaced:
-        log.warning("%d duplicate rows (same method, seed, layer, unit, sample) replaced by later runs", replaced)
-    check_shards(shards)
-    return list(rows.values())
 
 
 def order_methods(methods: Iterable[str], order: Sequence[str] | None = None) -> list[str]:
@@ -186,7 +89,7 @@ def _check_independent(specs: Sequence[Mapping[str, Any]], rows: Sequence[Mappin
     for spec in specs:
         f = spec.get("weights_file") or spec.get("path")
         if f and Path(os.path.expanduser(str(f))).resolve() in target_files:
-            raise DgnamError(f"judge {spec.get('name') or f} uses the target's weights file {f}; a judge must be "
+            raise DgnamValueError(f"judge {spec.get('name') or f} uses the target's weights file {f}; a judge must be "
                              "a network trained apart from the target")
 
 
@@ -283,7 +186,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], judge_names: Sequence[str],
 def build_report(runs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                  judges: Sequence[Mapping[str, Any] | Judge] | None = None,
                  methods_order: Sequence[str] | None = None, hf_radius: float = HF_RADIUS,
-                 stats_size: int | None = STATS_SIZE, photos: str | None = None) -> dict[str, Any]:
+                 stats_size: int | None = STATS_SIZE, photos: str | None = None,
+                 duplicates: str = "error") -> dict[str, Any]:
     """Gather the runs, score every image, and write the report into ``out_dir``.
 
     ``photos``: a labelled Parquet dataset; for units with several samples (``samples=K``) the
@@ -291,19 +195,20 @@ def build_report(runs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
     (:mod:`dgnam.eval.diversity`, measured in the first exported judge's features).
 
     ``judges``: judge specs (see :func:`dgnam.eval.judges.load_judge`) or loaded :class:`Judge` objects;
-    ``None`` means the shared judge (:func:`default_judges`), ``[]`` no judge.
+    ``None`` means the shared judge (:func:`default_judges`), ``[]`` no judge. ``duplicates``: what to
+    do with images of the same experiment in two runs (:func:`dgnam.eval.runs.gather_rows`).
     Returns ``{"out_dir", "results": per-image rows, "summary": per-method rows, "files"}``.
     """
     out = Path(out_dir)
-    rows = gather_rows(runs)
+    rows = gather_rows(runs, duplicates)
     if not rows:
-        raise DgnamError(f"the runs {', '.join(map(str, runs))} hold no images to report on")
+        raise DgnamValueError(f"the runs {', '.join(map(str, runs))} hold no images to report on")
     wanted = default_judges() if judges is None else list(judges)
     _check_independent([j for j in wanted if not isinstance(j, Judge)], rows)
     loaded = [j if isinstance(j, Judge) else load_judge(j) for j in wanted]
     names = [j.name for j in loaded]
     if len(set(names)) != len(names):
-        raise DgnamError(f"two judges share a name ({', '.join(names)}); give each a distinct name")
+        raise DgnamValueError(f"two judges share a name ({', '.join(names)}); give each a distinct name")
     scored = score_rows(rows, loaded, hf_radius, stats_size)
     pt2 = [j for j in loaded if hasattr(j.model, "graph")]  # an exported judge: its penultimate features
     if pt2:

@@ -14,7 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, DgnamValueError
 from dgnam.eval.report import build_report, log
 from dgnam.eval.stats import HF_RADIUS, STATS_SIZE
 
@@ -32,10 +32,11 @@ def _report_args(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     order = _plain(rc.get("methods_order")) if rc.get("methods_order") is not None else None
     size = rc.get("stats_size", STATS_SIZE)
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
-        raise DgnamError(f"report.stats_size={size!r} must be a positive integer (pixels) or null")
+        raise DgnamValueError(f"report.stats_size={size!r} must be a positive integer (pixels) or null")
     photos = rc.get("photos")
     return {"judges": judges, "methods_order": order, "hf_radius": float(rc.get("hf_radius") or HF_RADIUS),
-            "stats_size": size, "photos": str(photos) if photos else None}
+            "stats_size": size, "photos": str(photos) if photos else None,
+            "duplicates": str(rc.get("duplicates") or "error")}
 
 
 def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -44,7 +45,7 @@ def run_report(cfg: DictConfig, out_dir: str | Path) -> dict:
     if isinstance(runs, (str, os.PathLike)):
         runs = [runs]
     if not runs:
-        raise DgnamError("report.runs is empty; give run or sweep directories, e.g. "
+        raise DgnamValueError("report.runs is empty; give run or sweep directories, e.g. "
                          "report.runs=[multirun/compare/2026-01-01_12-00-00]")
     res = build_report(runs, out_dir, **_report_args(cfg))
     log.info("report: %s", res["files"]["html"])

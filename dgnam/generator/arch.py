@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 #: The DeePSiM "fc6" generator of Dosovitskiy & Brox (2016) as used by DGN-AM (256 x 256 output).
 #: The one copy: ``conf/generator/fc6.yaml`` composes it as ``generator.spec`` (see :mod:`dgnam.config`).
@@ -74,11 +74,11 @@ def generator_spec(base: dict[str, Any] | None = None, resolution: int = 256, fc
             side *= 2
             reachable.append(side)
     if resolution not in reachable:
-        raise DgnamError(f"unsupported resolution {resolution}; valid: {', '.join(map(str, reachable))}")
+        raise DgnamValueError(f"unsupported resolution {resolution}; valid: {', '.join(map(str, reachable))}")
     stack, side = [], spec.get("start_size", 4)
     for kind, ch in spec["stack"]:
         if kind not in ("up", "conv"):
-            raise DgnamError(f"unknown layer kind {kind!r} in generator stack; valid: up, conv")
+            raise DgnamValueError(f"unknown layer kind {kind!r} in generator stack; valid: up, conv")
         stack.append([kind, max(1, int(round(ch * width)))])
         if kind == "up":
             side *= 2

@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from dgnam.core.images import resize
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, DgnamValueError
 from dgnam.generator.data import (
     center_square,
     decode_image,
@@ -172,7 +172,7 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
     if batch:
         flush(batch)
     if not labels:
-        raise DgnamError(f"no decodable images in {source} ({skipped} files could not be read)")
+        raise DgnamValueError(f"no decodable images in {source} ({skipped} files could not be read)")
     if skipped:
         log.warning("%d of %d image files could not be decoded and were skipped", skipped, n)
     return {

@@ -11,7 +11,7 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 
 class PeriodicCheckpoint(Callback):
@@ -22,7 +22,7 @@ class PeriodicCheckpoint(Callback):
 
     def __init__(self, path: str | os.PathLike, minutes: float, clock: Any = time.monotonic) -> None:
         if minutes <= 0:
-            raise DgnamError(f"trainer.checkpoint_every_minutes={minutes} must be positive (or null)")
+            raise DgnamValueError(f"trainer.checkpoint_every_minutes={minutes} must be positive (or null)")
         self.path, self.seconds, self.clock = Path(path), 60.0 * float(minutes), clock
         self.started: float | None = None
         self.saves = 0

@@ -8,11 +8,11 @@ from typing import Any
 
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.generator.arch import Generator
 from dgnam.generator.module import GeneratorModule
 from dgnam.io import save_torch
-from dgnam.safeload import check_state_dict, load_file
+from dgnam.safeload import check_finite_tensors, check_state_dict, load_file
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -26,17 +26,18 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             save_torch(checkpoint, path)
         except OSError as e:
-            raise DgnamError(f"cannot write checkpoint {path}: {e.strerror or e} (disk full?); the last good "
+            raise DgnamValueError(f"cannot write checkpoint {path}: {e.strerror or e} (disk full?); the last good "
                              f"checkpoint is kept") from None
 
 
 def read_checkpoint(ckpt: Path) -> dict[str, Any]:
     """A Lightning checkpoint of train_generator.py, read without running code (``weights_only``);
     anything else is one line naming the file."""
-    state = load_file(ckpt, "checkpoint")
+    state = load_file(ckpt, "checkpoint", finite=False)  # callbacks keep inf as "no best score yet"
     sd = state.get("state_dict") if isinstance(state, dict) else None
     if not isinstance(sd, dict) or not any(str(k).startswith("generator.") for k in sd):
-        raise DgnamError(f"{ckpt} is not a training checkpoint of train_generator.py (no generator weights in it)")
+        raise DgnamValueError(f"{ckpt} is not a training checkpoint of train_generator.py (no generator weights in it)")
+    check_finite_tensors(sd, f"checkpoint {ckpt}")
     return state
 
 

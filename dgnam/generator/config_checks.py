@@ -6,7 +6,7 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from dgnam.checks import check_finite, check_optimizer
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.ranges import TRAIN, check_ranges
 
 
@@ -20,8 +20,8 @@ def check_numbers(cfg: DictConfig) -> None:
     check_optimizer(cfg.get("optimizer_d"), "optimizer_d")
     crop = OmegaConf.select(cfg, "data.crop_scale")
     if crop is not None and (len(crop) != 2 or not crop[0] <= crop[1]):
-        raise DgnamError(f"data.crop_scale={list(crop)} must be [low, high] with 0 < low <= high <= 1")
+        raise DgnamValueError(f"data.crop_scale={list(crop)} must be [low, high] with 0 < low <= high <= 1")
     stop, resume = OmegaConf.select(cfg, "loss.balance.d_stop"), OmegaConf.select(cfg, "loss.balance.d_resume")
     if stop is not None and resume is not None and stop > resume:
-        raise DgnamError(f"loss.balance.d_stop={stop} must be <= loss.balance.d_resume={resume} "
+        raise DgnamValueError(f"loss.balance.d_stop={stop} must be <= loss.balance.d_resume={resume} "
                          "(D stops below d_stop and resumes above d_resume)")

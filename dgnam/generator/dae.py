@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, DgnamValueError
 
 FORMAT = "dgnam-code-dae"
 
@@ -45,7 +45,7 @@ class CodeDAE(nn.Module):
         super().__init__()
         c, h, w = (int(v) for v in shape)
         if mean.numel() != c * h * w or std.numel() != c * h * w:
-            raise DgnamError(f"code statistics of {mean.numel()} units do not fit a code of shape {c} x {h} x {w}")
+            raise DgnamValueError(f"code statistics of {mean.numel()} units do not fit a code of shape {c} x {h} x {w}")
         self.shape, self.width, self.depth, self.noise = (c, h, w), int(width), int(depth), float(noise)
         self.register_buffer("mean", mean.float().reshape(1, c, h, w).clone())
         self.register_buffer("std", std.float().clamp_min(1e-3).reshape(1, c, h, w).clone())
@@ -93,7 +93,7 @@ def load_dae(path: str | os.PathLike, code_dim: int | None = None, device: str |
     p = Path(path)
     blob = load_file(p, "code DAE")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT or not isinstance(blob.get("spec"), dict):
-        raise DgnamError(f"{p} is not a code DAE (written by dgnam.generator.dae; format {FORMAT!r})")
+        raise DgnamValueError(f"{p} is not a code DAE (written by dgnam.generator.dae; format {FORMAT!r})")
     spec = blob["spec"]
     try:
         shape = tuple(int(v) for v in spec["shape"])
@@ -101,13 +101,13 @@ def load_dae(path: str | os.PathLike, code_dim: int | None = None, device: str |
         dae = CodeDAE(shape, torch.zeros(dim), torch.ones(dim), int(spec["width"]), int(spec["depth"]),
                       float(spec["noise"]))
     except (KeyError, TypeError, ValueError) as e:
-        raise DgnamError(f"code DAE {p} has a bad description {spec!r}: {e}") from None
+        raise DgnamValueError(f"code DAE {p} has a bad description {spec!r}: {e}") from None
     if code_dim is not None and dim != int(code_dim):
-        raise DgnamError(f"code DAE {p} is for {' x '.join(map(str, shape))} codes ({dim} units), but the prior's "
+        raise DgnamValueError(f"code DAE {p} is for {' x '.join(map(str, shape))} codes ({dim} units), but the prior's "
                          f"code has {code_dim} units: train one on this prior's codes")
     state = blob.get("state_dict")
     if not isinstance(state, dict):
-        raise DgnamError(f"code DAE {p}: its weights do not match its description {spec}")
+        raise DgnamValueError(f"code DAE {p}: its weights do not match its description {spec}")
     check_state_dict(dae.state_dict(), state, f"code DAE {p}: its weights do not match its description {spec}")
     dae.load_state_dict(state)
     return dae.eval().requires_grad_(False).to(device)
@@ -168,21 +168,22 @@ def train_dae(codes: Tensor, val_codes: Tensor, shape: tuple[int, int, int], mea
 
     for name, v in (("steps", steps), ("batch_size", batch_size), ("width", width), ("depth", depth)):
         if int(v) < 1:
-            raise DgnamError(f"{name}={v} must be an integer >= 1")
+            raise DgnamValueError(f"{name}={v} must be an integer >= 1")
     if not (noise > 0 and lr > 0):
-        raise DgnamError(f"noise={noise} and lr={lr} must be > 0")
+        raise DgnamValueError(f"noise={noise} and lr={lr} must be > 0")
     out = Path(out_dir)
     L.seed_everything(seed, verbose=False)
     dae = CodeDAE(shape, mean, std, width, depth, noise)
     before = _val_error(dae, val_codes, batch_size)
     module = _module(dae, lr)
     if ckpt_path:  # before Lightning reads it: readable without running code, and made for this DAE
-        from dgnam.safeload import check_state_dict, load_file
+        from dgnam.safeload import check_finite_tensors, check_state_dict, load_file
 
-        state = load_file(ckpt_path, "checkpoint")
+        state = load_file(ckpt_path, "checkpoint", finite=False)  # callbacks keep inf as "no best score yet"
         sd = state.get("state_dict") if isinstance(state, dict) else None
         if not isinstance(sd, dict):
-            raise DgnamError(f"{ckpt_path} is not a training checkpoint of a code DAE (no weights in it)")
+            raise DgnamValueError(f"{ckpt_path} is not a training checkpoint of a code DAE (no weights in it)")
+        check_finite_tensors(sd, f"checkpoint {ckpt_path}")
         check_state_dict(module.state_dict(), sd, f"checkpoint {ckpt_path} does not fit this code DAE "
                          "(another prior, width or depth?)")
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, every_n_train_steps=min(200, int(steps)),
@@ -253,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         from dgnam.safeload import load_file
 
         if a.photos < 1 or a.val_photos < 1:
-            raise DgnamError(f"--photos={a.photos} and --val-photos={a.val_photos} must be >= 1")
+            raise DgnamValueError(f"--photos={a.photos} and --val-photos={a.val_photos} must be >= 1")
         _, info = load_prior(a.prior)
         shape = info.get("spec", {}).get("code_shape")
         if not shape or len(shape) != 3:
-            raise DgnamError(f"{a.prior} has a flat code; the code DAE needs a spatial code (generator.code=spatial)")
+            raise DgnamValueError(f"{a.prior} has a flat code; the code DAE needs a spatial code (generator.code=spatial)")
         data = Path(shared_dir()) / "data" / "imagenet50-128"
         out = Path(a.out)
         cache = out / "codes.pt"

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dgnam.errors import DgnamError, first_line
+from dgnam.errors import DgnamFileNotFoundError, DgnamValueError, first_line
 from dgnam.io import to_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
@@ -68,20 +68,20 @@ def expand_files(files: str | Sequence[str], what: str = "data files") -> list[s
     Raises :class:`DgnamError` naming the pattern when nothing matches."""
     patterns = [files] if isinstance(files, (str, os.PathLike)) else list(files)
     if not patterns:
-        raise DgnamError(f"no {what} given")
+        raise DgnamValueError(f"no {what} given")
     out: list[str] = []
     for pat in patterns:
         pat = os.path.expanduser(str(pat))
         if os.path.isdir(pat):
             found = sorted(_glob.glob(os.path.join(pat, "*.parquet")))
             if not found:
-                raise DgnamError(f"{what}: directory {pat} holds no *.parquet files")
+                raise DgnamValueError(f"{what}: directory {pat} holds no *.parquet files")
         else:
             found = sorted(_glob.glob(pat))
             if not found:
                 parent = Path(pat).parent
                 hint = "" if parent.is_dir() else f" (directory {parent} does not exist)"
-                raise DgnamError(f"{what}: nothing matches {pat}{hint}")
+                raise DgnamValueError(f"{what}: nothing matches {pat}{hint}")
         out.extend(found)
     return list(dict.fromkeys(out))
 
@@ -112,15 +112,15 @@ class ParquetImages(Dataset):
             try:
                 meta = pq.ParquetFile(f)
             except Exception as e:
-                raise DgnamError(f"cannot read parquet file {f}: {first_line(e, 120)}") from None
+                raise DgnamValueError(f"cannot read parquet file {f}: {first_line(e)}") from None
             names = meta.schema_arrow.names
             if image_column not in names:
-                raise DgnamError(f"parquet file {f} has no column {image_column!r}; columns: {', '.join(names)}")
+                raise DgnamValueError(f"parquet file {f} has no column {image_column!r}; columns: {', '.join(names)}")
             for g in range(meta.num_row_groups):
                 n = meta.metadata.row_group(g).num_rows
                 index.extend((fi, g, r) for r in range(n))
         if not index:
-            raise DgnamError(f"parquet files {self.files[0]} ... hold no rows")
+            raise DgnamValueError(f"parquet files {self.files[0]} ... hold no rows")
         if limit is not None and limit < len(index):
             pick = np.linspace(0, len(index) - 1, int(limit)).round().astype(int)
             index = [index[i] for i in pick]
@@ -168,7 +168,7 @@ class FolderImages(Dataset):
     def __init__(self, root: str | os.PathLike, limit: int | None = None) -> None:
         root = Path(os.path.expanduser(str(root)))
         if not root.is_dir():
-            raise DgnamError(f"image folder not found: {root}")
+            raise DgnamFileNotFoundError(f"image folder not found: {root}")
         classes = sorted(d.name for d in root.iterdir() if d.is_dir())
         items: list[tuple[str, int]] = []
         for f in sorted(root.iterdir()):
@@ -179,7 +179,7 @@ class FolderImages(Dataset):
                 items.extend((os.path.join(dirpath, n), ci) for n in sorted(names)
                              if n.lower().endswith(IMAGE_EXTENSIONS))
         if not items:
-            raise DgnamError(f"image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise DgnamValueError(f"image folder {root} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
         if limit is not None and limit < len(items):
             pick = np.linspace(0, len(items) - 1, int(limit)).round().astype(int)
             items = [items[i] for i in pick]
@@ -203,7 +203,7 @@ def open_source(path: str | Sequence[str], limit: int | None = None) -> ParquetI
     if p.is_dir() and any(p.glob("*.parquet")):
         return ParquetImages(str(p), limit=limit)
     if not p.exists():
-        raise DgnamError(f"data path not found: {p}")
+        raise DgnamFileNotFoundError(f"data path not found: {p}")
     return FolderImages(p, limit=limit)
 
 

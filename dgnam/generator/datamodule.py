@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dgnam.core.images import resize
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, DgnamFileNotFoundError, DgnamValueError
 from dgnam.generator.cache import CachedCodes, load_or_encode
 from dgnam.generator.data import (
     ImageDataset,
@@ -86,9 +86,9 @@ class ImageDataModule(L.LightningDataModule):
             return
         p = Path(os.path.expanduser(str(src)))
         if not p.exists():
-            raise DgnamError(f"{name}: data path not found: {p}")
+            raise DgnamFileNotFoundError(f"{name}: data path not found: {p}")
         if p.is_dir() and not any(p.iterdir()):
-            raise DgnamError(f"{name}: data folder {p} is empty")
+            raise DgnamValueError(f"{name}: data folder {p} is empty")
 
     def attach(self, encoder: Any = None, comparator: Any = None, device: Any = "cpu",
                latent_encoder: Any = None) -> ImageDataModule:
@@ -106,7 +106,7 @@ class ImageDataModule(L.LightningDataModule):
             return ds
         if self.cache:
             if self.encoder is None:
-                raise DgnamError("data.cache=true needs the encoder; call attach(encoder, comparator) first")
+                raise DgnamValueError("data.cache=true needs the encoder; call attach(encoder, comparator) first")
             cache = load_or_encode(self.cache_dir, src, self.encoder, self.comparator, self.resolution,
                                    self.load_size, self.flip and train, limit, self.encode_batch_size, self.device,
                                    latent_encoder=self.latent_encoder)
@@ -202,5 +202,5 @@ def check_decodable(dm: Any) -> None:
 
 
 def _no_images(dm: Any, skipped: int) -> DgnamError:
-    return DgnamError(f"no decodable training images in {dm.train_src}: all {skipped} items were skipped "
+    return DgnamValueError(f"no decodable training images in {dm.train_src}: all {skipped} items were skipped "
                       f"(files or Parquet cells that do not decode as images)")

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from dgnam.core.images import resize
 from dgnam.core.models import Target
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 POOLINGS = ("none", "avg", "max")
 
@@ -56,7 +56,7 @@ class Encoder(_Frozen):
     def __init__(self, target: Target, layer: str, pooling: str = "none", input_size: int | None = None,
                  weights: str | None = None, builder: str | None = None) -> None:
         if pooling not in POOLINGS:
-            raise DgnamError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+            raise DgnamValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
         super().__init__(target, layer, input_size)
         self.pooling = pooling
         self.weights = os.path.basename(str(weights)) if weights else None
@@ -127,10 +127,10 @@ class Perceptual(_Frozen):
         pairs = []
         for item in layers or []:
             if not isinstance(item, (list, tuple)) or len(item) != 2:
-                raise DgnamError(f"loss.perceptual_layers item {item!r} must be a pair [layer, weight]")
+                raise DgnamValueError(f"loss.perceptual_layers item {item!r} must be a pair [layer, weight]")
             pairs.append((str(item[0]), float(item[1])))
         if not pairs:
-            raise DgnamError("loss.weights.perceptual > 0 needs loss.perceptual_layers: [[layer, weight], ...]")
+            raise DgnamValueError("loss.weights.perceptual > 0 needs loss.perceptual_layers: [[layer, weight], ...]")
         super().__init__(target, pairs[0][0], input_size)
         for name, _ in pairs:
             target.resolve(name)  # unknown layer -> DgnamError listing the valid ones

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.generator.arch import StandardizedInput, fc_stack
 from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, latent_side
 
@@ -57,16 +57,16 @@ def head_spec(base: dict[str, Any] | None = None, resolution: int = 128, fc: lis
     if code_shape is not None:
         c, h, w = (int(v) for v in code_shape)
         if h != w or h & (h - 1):
-            raise DgnamError(f"a spatial code must be square with a power-of-two side, got {c} x {h} x {w}")
+            raise DgnamValueError(f"a spatial code must be square with a power-of-two side, got {c} x {h} x {w}")
         spec["code_shape"], spec["start_size"], spec["fc"] = [c, h, w], h, []
     side = latent_side(resolution)
     if spec.get("start_size", 4) > side:
-        raise DgnamError(f"the code's side {spec['start_size']} is larger than the latent side {side} at "
+        raise DgnamValueError(f"the code's side {spec['start_size']} is larger than the latent side {side} at "
                          f"resolution {resolution}; valid: a resolution of at least {8 * spec['start_size']}")
     s, reachable, stack = spec.get("start_size", 4), [spec.get("start_size", 4)], []
     for kind, ch in spec["stack"]:
         if kind not in ("up", "conv"):
-            raise DgnamError(f"unknown layer kind {kind!r} in the latent head's stack; valid: up, conv")
+            raise DgnamValueError(f"unknown layer kind {kind!r} in the latent head's stack; valid: up, conv")
         if kind == "up":
             if s == side:
                 break
@@ -75,7 +75,7 @@ def head_spec(base: dict[str, Any] | None = None, resolution: int = 128, fc: lis
         stack.append([kind, max(1, int(round(ch * width)))])
     if s != side:
         valid = ", ".join(str(8 * r) for r in reachable if r >= 8)
-        raise DgnamError(f"unsupported resolution {resolution} for this latent head; valid: {valid}")
+        raise DgnamValueError(f"unsupported resolution {resolution} for this latent head; valid: {valid}")
     spec["stack"] = stack
     spec["resolution"] = int(resolution)
     spec["start_channels"] = max(1, int(round(spec["start_channels"] * width)))
@@ -99,7 +99,7 @@ class LatentHead(StandardizedInput):
         self.code_shape = tuple(int(v) for v in spec["code_shape"]) if spec.get("code_shape") else None
         if self.code_shape is not None:
             if self.code_shape[0] * self.code_shape[1] * self.code_shape[2] != self.code_dim:
-                raise DgnamError(f"the head's code shape {list(self.code_shape)} does not hold the code's "
+                raise DgnamValueError(f"the head's code shape {list(self.code_shape)} does not hold the code's "
                                  f"{self.code_dim} units")
             self.fc = nn.Sequential(nn.Conv2d(self.code_shape[0], c0, 1), nn.LeakyReLU(slope))
         else:

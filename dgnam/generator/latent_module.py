@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.generator.losses import euclidean, feature_loss, generator_adversarial_loss, image_loss, mse
 from dgnam.generator.module import GeneratorModule
 
@@ -38,15 +38,15 @@ class LatentGeneratorModule(GeneratorModule):
                  **kwargs: Any) -> None:
         super().__init__(generator, *args, **kwargs)
         if int(feature_every) < 1:
-            raise DgnamError(f"loss.feature_every={feature_every} must be a positive number of steps")
+            raise DgnamValueError(f"loss.feature_every={feature_every} must be a positive number of steps")
         if feature_items is not None and int(feature_items) < 1:
-            raise DgnamError(f"loss.feature_items={feature_items} must be positive (or null: every item)")
+            raise DgnamValueError(f"loss.feature_items={feature_items} must be positive (or null: every item)")
         self.latent_encoder = latent_encoder.eval().requires_grad_(False) if latent_encoder is not None else None
         self.feature_every = int(feature_every)
         self.feature_items = int(feature_items) if feature_items is not None else None
         self.perceptual = perceptual
         if self.weights.get("perceptual", 0) > 0 and perceptual is None:
-            raise DgnamError("loss.weights.perceptual > 0 needs loss.perceptual_layers: [[layer, weight], ...]")
+            raise DgnamValueError("loss.weights.perceptual > 0 needs loss.perceptual_layers: [[layer, weight], ...]")
 
     def _freeze(self) -> None:
         super()._freeze()
@@ -61,7 +61,7 @@ class LatentGeneratorModule(GeneratorModule):
         z = batch.get("latent")
         if z is None:
             if self.latent_encoder is None:
-                raise DgnamError("batch has no cached latents and no latent encoder was given")
+                raise DgnamValueError("batch has no cached latents and no latent encoder was given")
             z = self.latent_encoder(batch["image"])
             batch["latent"] = z
         return z.float()

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.safeload import load_file
 
 STATS_FORMAT = "dgnam-latent-stats"
@@ -40,11 +40,11 @@ def load_latent_stats(path: str | Path) -> dict[str, Tensor]:
     blob = load_file(p, "latent statistics file", " (param.stats=<file>; rebuild it with "
                      "python -m dgnam.generator.latent_stats)")
     if not isinstance(blob, dict) or blob.get("format") != STATS_FORMAT:
-        raise DgnamError(f"{p} is not a latent statistics file (no format tag {STATS_FORMAT!r})")
+        raise DgnamValueError(f"{p} is not a latent statistics file (no format tag {STATS_FORMAT!r})")
     keys = ("mean", "std", "low", "high")
     bad = [k for k in keys if not isinstance(blob.get(k), Tensor) or blob[k].dim() != 1]
     if bad or len({blob[k].numel() for k in keys}) != 1:
-        raise DgnamError(f"latent statistics {p}: {', '.join(bad) or 'mean/std/low/high'} must be 1-d tensors "
+        raise DgnamValueError(f"latent statistics {p}: {', '.join(bad) or 'mean/std/low/high'} must be 1-d tensors "
                          f"of one length (the latent channels)")
     return {k: blob[k].float() for k in keys}
 
@@ -69,11 +69,11 @@ def _main(argv: list[str] | None) -> None:
     s.add_argument("--q", type=float, default=0.005, help="low/high quantiles q and 1 - q (default 0.005)")
     a = s.parse_args(argv)
     if not 0 <= a.q < 0.5:
-        raise DgnamError(f"--q={a.q} must be in [0, 0.5)")
+        raise DgnamValueError(f"--q={a.q} must be in [0, 0.5)")
     cache = load_file(a.cache, "code cache")
     lat = cache.get("latents") if isinstance(cache, dict) else None
     if not isinstance(lat, Tensor) or lat.dim() != 5:
-        raise DgnamError(f"{a.cache} holds no latents (encode with generator=latent)")
+        raise DgnamValueError(f"{a.cache} holds no latents (encode with generator=latent)")
     st = latent_statistics(lat.flatten(0, 1), a.q)
     blob = {"format": STATS_FORMAT, **st, "q": a.q, "n": int(lat.shape[0]),
             "source": Path(a.cache).name, "meta": cache.get("meta", {})}

@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import CSVLogger as _LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.io import atomic_write
 
 
@@ -50,7 +50,7 @@ class CSVLogger(_LightningCSVLogger):
         try:
             super().save()
         except OSError as e:
-            raise DgnamError(f"cannot write the training log {self.log_dir}/metrics.csv: {e.strerror or e} "
+            raise DgnamValueError(f"cannot write the training log {self.log_dir}/metrics.csv: {e.strerror or e} "
                              f"(disk full?)") from None
 
 

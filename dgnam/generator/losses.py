@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dgnam.core import images
+from dgnam.errors import NonFiniteError
 
 
 def euclidean(a: Tensor, b: Tensor) -> Tensor:
@@ -56,6 +57,17 @@ def weighted_sum(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
     if total is None:
         raise ValueError(f"every loss weight is zero; terms: {', '.join(terms)}")
     return total
+
+
+def check_finite_loss(terms: dict[str, Tensor], total: Tensor, step: int) -> None:
+    """Stop training at the step the generator's loss stops being finite (before the step that would
+    write NaN into its weights), naming the terms that did: one line, the last checkpoint kept."""
+    if bool(torch.isfinite(total.detach()).all()):
+        return
+    bad = [k for k, v in terms.items() if not bool(torch.isfinite(v.detach()).all())] or ["total"]
+    raise NonFiniteError(f"the generator's training loss became NaN or infinite at step {step} (terms: "
+                         f"{', '.join(bad)}): training diverged; lower optimizer_g.lr or set grad_clip_g. "
+                         f"The checkpoints written so far are kept", step, [], "loss")
 
 
 def mse(a: Tensor, b: Tensor) -> Tensor:

@@ -21,10 +21,11 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.generator.encoder import Comparator, Encoder, same_encoder
 from dgnam.generator.losses import (
     Balancer,
+    check_finite_loss,
     discriminator_losses,
     feature_loss,
     generator_adversarial_loss,
@@ -79,10 +80,10 @@ class GeneratorModule(L.LightningModule):
         self.weights = {k: float(v) for k, v in (weights or {"image": 1.0}).items()}
         unknown = set(self.weights) - set(self.loss_names)
         if unknown:
-            raise DgnamError(f"unknown loss term(s) {', '.join(sorted(unknown))}; valid: {', '.join(self.loss_names)}")
+            raise DgnamValueError(f"unknown loss term(s) {', '.join(sorted(unknown))}; valid: {', '.join(self.loss_names)}")
         self.balance = balance or Balancer(enabled=False)
         if grad_clip_g is not None and not float(grad_clip_g) > 0:
-            raise DgnamError(f"grad_clip_g={grad_clip_g} must be positive (or null: no clipping)")
+            raise DgnamValueError(f"grad_clip_g={grad_clip_g} must be positive (or null: no clipping)")
         self.grad_clip_g = float(grad_clip_g) if grad_clip_g is not None else None
         self.channels_last = channels_last
         self.code_noise = float(code_noise)
@@ -130,7 +131,7 @@ class GeneratorModule(L.LightningModule):
         h = batch.get("code")
         if h is None:
             if self.encoder is None:
-                raise DgnamError("batch has no precomputed codes and no encoder was given")
+                raise DgnamValueError("batch has no precomputed codes and no encoder was given")
             h = self.encoder(x)
         f = batch.get("feat")
         if f is None and self.comparator is not None and self.weights.get("feature", 0) > 0:
@@ -193,6 +194,7 @@ class GeneratorModule(L.LightningModule):
             fake_logits = self.discriminator(recon, h) if self.adversarial else None
             terms = self.loss_terms(batch, recon, f, fake_logits)
             total = weighted_sum(terms, self.weights)
+            check_finite_loss(terms, total, self.iteration)
             if d_real is not None:  # the losses averaged over the ranks: every rank takes the same decision
                 d_loss, g_adv = self.rank_mean(torch.stack([(d_real + d_fake).detach(), terms["adversarial"].detach()]))
                 _, train_g = self.balance.update(float(d_loss), float(g_adv))
@@ -297,7 +299,7 @@ class GeneratorModule(L.LightningModule):
     def check_encoder(self, theirs: dict[str, Any] | None) -> None:
         """A checkpoint's encoder description (``dgnam_encoder``) must match this run's encoder."""
         if isinstance(theirs, dict) and self.encoder_info and not same_encoder(theirs, self.encoder_info):
-            raise DgnamError(
+            raise DgnamValueError(
                 f"checkpoint was made for encoder {theirs.get('arch')}/{theirs.get('weights_file')} layer "
                 f"{theirs.get('layer')!r} (pooling {theirs.get('pooling')}), but this run uses "
                 f"{self.encoder_info.get('arch')}/{self.encoder_info.get('weights_file')} layer "

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dgnam.errors import DgnamError, first_line
+from dgnam.errors import DgnamFileNotFoundError, DgnamValueError, first_line
 from dgnam.generator.arch import Generator
 from dgnam.generator.latent import LatentGenerator
 from dgnam.safeload import check_state_dict, load_file
@@ -64,28 +64,28 @@ def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clam
     p = Path(os.path.expanduser(str(path)))
     blob = load_file(p, "generator prior")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise DgnamError(f"{p} is not a dgnam generator prior (no format tag {FORMAT!r})")
+        raise DgnamValueError(f"{p} is not a dgnam generator prior (no format tag {FORMAT!r})")
     need = ("spec", "code_dim", "resolution", "encoder", "state_dict", *STAT_KEYS)
     missing = [k for k in need if k not in blob]
     if missing:
         what = "code statistics" if set(missing) & set(STAT_KEYS) else "keys"
-        raise DgnamError(f"generator prior {p} lacks {what}: {', '.join(missing)}")
+        raise DgnamValueError(f"generator prior {p} lacks {what}: {', '.join(missing)}")
     d = int(blob["code_dim"])
     for k in STAT_KEYS:
         t = blob[k]
         if not isinstance(t, Tensor) or tuple(t.shape) != (d,):
-            raise DgnamError(f"generator prior {p}: {k} has shape {tuple(getattr(t, 'shape', ()))}, expected ({d},)")
+            raise DgnamValueError(f"generator prior {p}: {k} has shape {tuple(getattr(t, 'shape', ()))}, expected ({d},)")
     kind = blob.get("kind", "pixel")
     if kind not in KINDS:
-        raise DgnamError(f"generator prior {p} is of unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+        raise DgnamValueError(f"generator prior {p} is of unknown kind {kind!r}; valid: {', '.join(KINDS)}")
     try:
         g = (LatentGenerator(d, blob["spec"], clamp=clamp) if kind == "latent"
              else Generator(d, blob["spec"], clamp=clamp))
     except Exception as e:
-        raise DgnamError(f"generator prior {p}: bad spec ({first_line(e, 120)})") from None
+        raise DgnamValueError(f"generator prior {p}: bad spec ({first_line(e)})") from None
     sd = blob["state_dict"]
     if not isinstance(sd, dict):
-        raise DgnamError(f"generator prior {p}: its state_dict is a {type(sd).__name__}")
+        raise DgnamValueError(f"generator prior {p}: its state_dict is a {type(sd).__name__}")
     check_state_dict(g.state_dict(), sd, f"generator prior {p}: weights do not fit its spec")
     g.load_state_dict({k: v.float() for k, v in sd.items()})
     g = g.to(device=device, dtype=dtype).eval().requires_grad_(False)
@@ -111,26 +111,26 @@ def prior_encoder(info: dict[str, Any], weights_file: str | os.PathLike | None =
 
     e = info.get("encoder") or {}
     if not e.get("arch") or not e.get("layer"):
-        raise DgnamError("the generator prior does not describe its encoder (arch and layer)")
+        raise DgnamValueError("the generator prior does not describe its encoder (arch and layer)")
     builder = e.get("builder") or TORCHVISION_BUILDER
     if builder not in (TORCHVISION_BUILDER, TIMM_BUILDER):  # a network of one's own: never imported from a file
-        raise DgnamError(f"the prior's encoder is a network of your own ({builder}, layer {e['layer']}), which a "
+        raise DgnamValueError(f"the prior's encoder is a network of your own ({builder}, layer {e['layer']}), which a "
                          f"prior file does not rebuild; start DGN-AM from a random code (init.kind=noise), or from "
                          f"Python pass the encoder: dgnam.generator.Encoder(dgnam.wrap_model(net), {e['layer']!r})")
     name = e.get("weights_file")
     if weights_file is not None:
         wf = Path(weights_file)
         if not wf.is_file():
-            raise DgnamError(f"encoder weights file not found: {wf}")
+            raise DgnamFileNotFoundError(f"encoder weights file not found: {wf}")
     elif name:
         places = ([Path(prior_path).resolve().parent / name] if prior_path else []) + \
                  [Path(shared_dir()) / "models" / name]
         wf = next((p for p in places if p.is_file()), None)
         if wf is None:
-            raise DgnamError(f"the prior's encoder weights {name} were not found (looked in "
+            raise DgnamFileNotFoundError(f"the prior's encoder weights {name} were not found (looked in "
                              f"{', '.join(str(p.parent) for p in places)}); give param.encoder_weights=<file>")
     else:
-        raise DgnamError("the prior's encoder was trained with random weights; it cannot be rebuilt")
+        raise DgnamValueError("the prior's encoder was trained with random weights; it cannot be rebuilt")
     if builder == TIMM_BUILDER:
         from dgnam.core.timm_models import build_timm_target
 
@@ -152,14 +152,14 @@ def init_from_prior(generator: Generator | LatentGenerator, encoder: dict[str, A
     what = f"generator.init_from={path}"
     kind = getattr(generator, "kind", "pixel")
     if info["kind"] != kind:
-        raise DgnamError(f"{what} is a {info['kind']} prior; this run trains a {kind} one")
+        raise DgnamValueError(f"{what} is a {info['kind']} prior; this run trains a {kind} one")
     if not same_encoder(info["encoder"], encoder):
         e = info["encoder"]
-        raise DgnamError(f"{what} was trained on {e.get('arch')} layer {e.get('layer')!r} (pooling "
+        raise DgnamValueError(f"{what} was trained on {e.get('arch')} layer {e.get('layer')!r} (pooling "
                          f"{e.get('pooling')}); this run's encoder is {encoder.get('arch')} layer "
                          f"{encoder.get('layer')!r} (pooling {encoder.get('pooling')})")
     if info["code_dim"] != generator.code_dim or info["resolution"] != generator.resolution:
-        raise DgnamError(f"{what} maps {info['code_dim']} units to {info['resolution']} px; this run's generator "
+        raise DgnamValueError(f"{what} maps {info['code_dim']} units to {info['resolution']} px; this run's generator "
                          f"maps {generator.code_dim} units to {generator.resolution} px")
     check_state_dict(generator.state_dict(), src.state_dict(), f"{what}: its weights do not fit this run's generator spec")
     # a latent prior's frozen decoder stays the one this run loaded (the prior holds it in fp16)

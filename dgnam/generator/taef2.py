@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.safeload import check_state_dict, load_file
 
 LATENT_CHANNELS = 32
@@ -100,7 +100,7 @@ def build(spec: list[list[Any]]) -> nn.Sequential:
         elif kind == "clamp":
             layers.append(Clamp())
         else:
-            raise DgnamError(f"unknown TAEF2 layer kind {kind!r}; valid: conv, block, relu, up, clamp")
+            raise DgnamValueError(f"unknown TAEF2 layer kind {kind!r}; valid: conv, block, relu, up, clamp")
     return nn.Sequential(*layers)
 
 
@@ -108,7 +108,7 @@ def load_state(module: nn.Module, path: str | os.PathLike, what: str) -> nn.Modu
     """Load ``path`` into ``module`` with ``weights_only=True`` and a strict key/shape check."""
     sd = load_file(path, f"{what} weights", f" ({WHERE})")
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise DgnamError(f"{path} is not a state_dict of tensors (expected the {what} weights)")
+        raise DgnamValueError(f"{path} is not a state_dict of tensors (expected the {what} weights)")
     check_state_dict(module.state_dict(), sd, f"{path} does not fit the {what} architecture")
     module.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     return module
@@ -148,7 +148,7 @@ class TAEF2Encoder(_TAEF2):
     def forward(self, images: Tensor) -> Tensor:
         h, w = images.shape[-2:]
         if h % SCALE or w % SCALE:
-            raise DgnamError(f"the TAEF2 encoder needs image sides that are multiples of {SCALE}, got {h} x {w}")
+            raise DgnamValueError(f"the TAEF2 encoder needs image sides that are multiples of {SCALE}, got {h} x {w}")
         return self._run(images)
 
 
@@ -183,6 +183,6 @@ def frozen_decoder(path: str) -> TAEF2Decoder:
 def latent_side(resolution: int) -> int:
     """The latent side for an image side (a multiple of 8)."""
     if resolution % SCALE:
-        raise DgnamError(f"resolution {resolution} is not a multiple of {SCALE} (the TAEF2 latent is 1/{SCALE})")
+        raise DgnamValueError(f"resolution {resolution} is not a multiple of {SCALE} (the TAEF2 latent is 1/{SCALE})")
     return resolution // SCALE
 

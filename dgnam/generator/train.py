@@ -19,7 +19,7 @@ from dgnam.checks import one_of
 from dgnam.cli import run_dir
 from dgnam.config import build, build_model_node  # also registers the resolvers and specs the configs use
 from dgnam.core.models import pick_device
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamFileNotFoundError, DgnamValueError
 from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.checkpoints import AtomicCheckpointIO, check_resume, load_generator_weights
 from dgnam.generator.config_checks import check_numbers
@@ -64,7 +64,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     gcfg = cfg.generator
     kind = gcfg.get("kind", "pixel")
     if kind not in KINDS:
-        raise DgnamError(f"unknown generator.kind {kind!r}; valid: {', '.join(KINDS)}")
+        raise DgnamValueError(f"unknown generator.kind {kind!r}; valid: {', '.join(KINDS)}")
     w = {k: float(v) for k, v in _plain(cfg.loss.weights).items()}
     comparator = None
     if w.get("feature", 0) > 0:
@@ -77,7 +77,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         code = one_of(gcfg.get("code", "flat"), "generator.code", CODE_KINDS)
         shape = encoder.code_shape if code == "spatial" else None
         if shape is not None and len(shape) != 3:
-            raise DgnamError(f"generator.code=spatial needs an unpooled conv layer as the code; {ecfg.code_layer} "
+            raise DgnamValueError(f"generator.code=spatial needs an unpooled conv layer as the code; {ecfg.code_layer} "
                              f"(pooling {ecfg.get('pooling', 'none')}) gives a flat code of {code_dim} units; "
                              f"valid: generator.code=flat, or a conv layer with encoder.pooling=none")
         spec = head_spec(_plain(gcfg.spec), res, _plain(gcfg.get("fc")), float(gcfg.get("width", 1.0)), shape)
@@ -92,7 +92,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     perceptual = None
     if w.get("perceptual", 0) > 0:
         if kind != "latent":
-            raise DgnamError("loss.weights.perceptual is a term of latent priors (generator=latent); "
+            raise DgnamValueError("loss.weights.perceptual is a term of latent priors (generator=latent); "
                              "for a pixel prior use loss.weights.feature")
         perceptual = Perceptual(target, _plain(cfg.loss.get("perceptual_layers")), ecfg.get("comparator_input_size") or res)
     discriminator = None
@@ -129,7 +129,7 @@ def write_prior(cfg: DictConfig, dm: Any, parts: dict[str, Any], out: Path, devi
         save_prior(prior_path, parts["generator"].cpu().float(), parts["encoder"].describe(), stats,
                    extra={"config": _plain(cfg), **extra}, half=bool(cfg.export.get("half", True)))
     except OSError as e:
-        raise DgnamError(f"cannot write the prior {prior_path}: {e.strerror or e} (disk full?); the checkpoints "
+        raise DgnamValueError(f"cannot write the prior {prior_path}: {e.strerror or e} (disk full?); the checkpoints "
                          f"are kept: export it later with export.from_ckpt=<checkpoint>") from None
     log.info("wrote %s", prior_path)
     return prior_path
@@ -196,11 +196,11 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
 
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(os.path.expanduser(str(ckpt_path))).is_file():
-        raise DgnamError(f"checkpoint not found: {ckpt_path}")
+        raise DgnamFileNotFoundError(f"checkpoint not found: {ckpt_path}")
 
     from_ckpt = cfg.export.get("from_ckpt") if cfg.get("export") else None
     if from_ckpt and not Path(os.path.expanduser(str(from_ckpt))).is_file():
-        raise DgnamError(f"export.from_ckpt: checkpoint not found: {from_ckpt}")
+        raise DgnamFileNotFoundError(f"export.from_ckpt: checkpoint not found: {from_ckpt}")
 
     dm = build(cfg.data, resolution=res)
     parts = build_parts(cfg, device)
@@ -218,7 +218,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
     if isinstance(vci, int) and dm.val_src is not None and cfg.trainer.get("check_val_every_n_epoch") is not None:
         n = len(dm.train_dataloader())
         if vci > n:
-            raise DgnamError(f"trainer.val_check_interval={vci} is more than the {n} training batches of an epoch; "
+            raise DgnamValueError(f"trainer.val_check_interval={vci} is more than the {n} training batches of an epoch; "
                              f"give at most {n}, a fraction of an epoch (e.g. 0.5), or null (once per epoch)")
     tcfg = dict(_plain(cfg.trainer))
     precision = tcfg.pop("precision", "auto")

@@ -22,7 +22,7 @@ from dgnam.checks import one_of, positive_int
 from dgnam.config import build_target_from_cfg
 from dgnam.core.models import Target, pick_device
 from dgnam.core.units import select_units
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.io import labelled_grid, safe_name, save_png, save_torch, source_image, write_results
 from dgnam.views.common import layer_list, spatial_layers
 
@@ -94,7 +94,7 @@ def run_activation_maps(cfg: DictConfig, out_dir: str | Path, target: Target | N
     import matplotlib
 
     if cmap not in matplotlib.colormaps:
-        raise DgnamError(f"unknown maps.cmap {cmap!r}; valid: matplotlib colour maps such as viridis, "
+        raise DgnamValueError(f"unknown maps.cmap {cmap!r}; valid: matplotlib colour maps such as viridis, "
                          f"magma, inferno, gray, RdBu_r")
     image = source_image(cfg.get("image"), size)
     target = target.to(device) if target is not None else build_target_from_cfg(cfg, device)

@@ -26,7 +26,7 @@ from dgnam.core import transforms as T
 from dgnam.core.loop import EarlyStop, optimize
 from dgnam.core.models import Target
 from dgnam.core.units import Unit, objective_for, select_units, shard_units
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_results
 from dgnam.views.sampling import check_ppgn, check_samples, code_prior_step
 
@@ -91,7 +91,7 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     is_pixel = probe.pixel_space
     samples, ppgn = check_samples(cfg), check_ppgn(cfg, probe)
     if n_oct > 1 and not is_pixel:
-        raise DgnamError("octaves need param=pixel (the FFT parameterization has a fixed size)")
+        raise DgnamValueError("octaves need param=pixel (the FFT parameterization has a fixed size)")
     opt_factory = build(cfg.optimizer)
     sched_factory = build(cfg.scheduler) if cfg.get("scheduler") else None
     seed = pre.seed
@@ -131,7 +131,8 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                                transforms=tfs, post_steps=[*posts, *extra_post_steps], scheduler=sched_factory,
                                grad_norm=grad_norm, octave_sizes=[(s, s) for s in sizes] if n_oct > 1 else None,
                                track=unit_obj, frame_every=frame_every, callback=lambda _s: bar.update(b),
-                               early_stop=EarlyStop(patience, min_delta) if patience else None)
+                               early_stop=EarlyStop(patience, min_delta) if patience else None,
+                               names=[f"{layer} {_sample_unit(u, k, samples).label}" for u in chunk])
                 ran = int(res.history.shape[0])
                 bar.update(b * (steps * len(sizes) - ran))  # the steps an early stop skipped
                 if device.type == "cuda":

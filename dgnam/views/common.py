@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from dgnam.core.models import INPUT, Target
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 
 def layer_list(target: Target, spec: Any) -> list[str]:
@@ -24,14 +24,14 @@ def layer_list(target: Target, spec: Any) -> list[str]:
     ``classifier.1``), leaving out dropout and identity layers.
     """
     if spec is None:
-        raise DgnamError("no layers given; e.g. layers=conv3_1, layers=[features.3,features.7] or layers=all")
+        raise DgnamValueError("no layers given; e.g. layers=conv3_1, layers=[features.3,features.7] or layers=all")
     if OmegaConf.is_config(spec):
         spec = OmegaConf.to_container(spec, resolve=True)
     if isinstance(spec, str) and spec.strip() == "all":
         return main_layers(target)
     names = [spec] if isinstance(spec, (str, int)) else list(spec)
     if not names:
-        raise DgnamError("layers=[] is empty; give one or more layer names, or layers=all")
+        raise DgnamValueError("layers=[] is empty; give one or more layer names, or layers=all")
     out: list[str] = []
     for name in names:
         if str(name) == "all":
@@ -78,5 +78,5 @@ def spatial_layers(target: Target, layers: Sequence[str], size: int, why: str) -
     for layer in layers:
         shape = target.layer_shape(layer, size)
         if len(shape) != 3:
-            raise DgnamError(f"{why} need a conv or pool layer, but {layer} has shape {tuple(shape)} "
+            raise DgnamValueError(f"{why} need a conv or pool layer, but {layer} has shape {tuple(shape)} "
                              f"(not C x H x W); choose a spatial layer")

@@ -29,7 +29,7 @@ from dgnam.core.images import psnr as psnr_db
 from dgnam.core.loop import PostStep, optimize
 from dgnam.core.models import INPUT, Target
 from dgnam.core.poststeps import Clamp, raw
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.io import atomic_write, labelled_grid, safe_name, save_png, source_image, write_results
 from dgnam.views.common import depth, layer_list
 
@@ -161,12 +161,12 @@ def run_inversion(cfg: DictConfig, out_dir: str | Path, target: Target | None = 
     variants = [variants] if isinstance(variants, str) else list(variants)
     for v in variants:
         if v not in VARIANTS:
-            raise DgnamError(f"unknown inversion variant {v!r}; valid: {', '.join(VARIANTS)}")
+            raise DgnamValueError(f"unknown inversion variant {v!r}; valid: {', '.join(VARIANTS)}")
     if not variants:
-        raise DgnamError(f"inversion.variants is empty; valid: {', '.join(VARIANTS)}")
+        raise DgnamValueError(f"inversion.variants is empty; valid: {', '.join(VARIANTS)}")
     tv_growth = float(icfg.get("tv_growth", 0.0))
     if tv_growth < 0:
-        raise DgnamError(f"inversion.tv_growth={tv_growth} must be >= 0")
+        raise DgnamValueError(f"inversion.tv_growth={tv_growth} must be >= 0")
     init_cfg, grad_norm = pre.init, pre.grad_norm
     photo = source_image(cfg.get("image"), size)
     factory = build(cfg.param)

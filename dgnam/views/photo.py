@@ -26,7 +26,7 @@ from dgnam.core.images import resize, to_uint8
 from dgnam.core.loop import Result, optimize
 from dgnam.core.models import Target
 from dgnam.core.params import ImageParam
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamError, DgnamValueError
 from dgnam.io import labelled_grid, safe_name, save_animation, save_png, source_image, write_results
 
 
@@ -37,7 +37,7 @@ def named_image(cfg: DictConfig, key: str, size: int) -> Tensor:
     try:
         return source_image(path, size)
     except DgnamError as e:
-        raise DgnamError(f"{key}: {e}") from None
+        raise DgnamValueError(f"{key}: {e}") from None
 
 
 def layer_weights(target: Target, cfg: DictConfig, key: str) -> dict[str, float]:
@@ -52,16 +52,16 @@ def layer_weights(target: Target, cfg: DictConfig, key: str) -> dict[str, float]
     elif OmegaConf.is_config(node):
         node = OmegaConf.to_container(node, resolve=True)
     if not isinstance(node, Mapping) or not node:
-        raise DgnamError(f"{key} must be a non-empty {{layer: weight}} dict, e.g. {key}={{features.10.add:1.0}}, "
+        raise DgnamValueError(f"{key} must be a non-empty {{layer: weight}} dict, e.g. {key}={{features.10.add:1.0}}, "
                          f"or null to weigh each of `layers` by 1")
     out: dict[str, float] = {}
     for layer, w in node.items():
         target.resolve(str(layer))  # an unknown layer names the valid ones
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0:
-            raise DgnamError(f"{key}: the weight of {layer} is {w!r}; it must be a number >= 0")
+            raise DgnamValueError(f"{key}: the weight of {layer} is {w!r}; it must be a number >= 0")
         out[str(layer)] = float(w)
     if not any(out.values()):
-        raise DgnamError(f"{key}: every weight is 0; give one layer a weight > 0")
+        raise DgnamValueError(f"{key}: every weight is 0; give one layer a weight > 0")
     return out
 
 
@@ -92,10 +92,10 @@ def optimize_photo(cfg: DictConfig, pre: Prepared, target: Target, start: Tensor
     g = torch.Generator().manual_seed(seed)
     param = factory(init=init.to(device), noise=noise, generator=g)
     if not isinstance(param, ImageParam):
-        raise DgnamError(f"param._target_ must build a dgnam.core.params.ImageParam, not {type(param).__name__}")
+        raise DgnamValueError(f"param._target_ must build a dgnam.core.params.ImageParam, not {type(param).__name__}")
     param = param.to(device)
     if len(sizes) > 1 and not param.pixel_space:
-        raise DgnamError("octaves need param=pixel (the Fourier parameterizations have a fixed size); "
+        raise DgnamValueError("octaves need param=pixel (the Fourier parameterizations have a fixed size); "
                          "set octaves.n=1")
     tfs, posts, penalty = build_priors(pre.priors, g, pixel=param.pixel_space)
     own = param.penalty()

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from dgnam.core import poststeps as P
 from dgnam.checks import positive_int
+from dgnam.core import poststeps as P
 from dgnam.core.params.base import ImageParam
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 
 def check_samples(cfg: DictConfig) -> int:
@@ -38,12 +38,12 @@ def check_ppgn(cfg: DictConfig, probe: ImageParam) -> dict[str, Any] | None:
         return None
     info = getattr(probe, "info", None)
     if not hasattr(probe, "code") or not isinstance(info, dict) or "code_std" not in info:
-        raise DgnamError("method=ppgn samples a generator's code: it needs param=generator (a prior with code "
+        raise DgnamValueError("method=ppgn samples a generator's code: it needs param=generator (a prior with code "
                          "statistics)")
     dae = None
     if vals["e1"]:
         if not node.get("dae"):
-            raise DgnamError(f"ppgn.e1={vals['e1']} needs ppgn.dae=<file> (a code DAE: python -m dgnam.generator.dae)")
+            raise DgnamValueError(f"ppgn.e1={vals['e1']} needs ppgn.dae=<file> (a code DAE: python -m dgnam.generator.dae)")
         from dgnam.generator.dae import load_dae
 
         dae = load_dae(str(node.dae), int(info["code_dim"]))

@@ -20,7 +20,7 @@ from dgnam.checks import one_of
 from dgnam.config import build_target_from_cfg, prepare
 from dgnam.core import objectives as O
 from dgnam.core.models import Target
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.views.photo import layer_weights, named_image, optimize_photo, save_photo_run, term_rows
 
 STARTS = ("content", "noise")
@@ -34,7 +34,7 @@ def style_objective(target: Target, style: torch.Tensor, content: torch.Tensor, 
     for la in (*weights, content_layer):
         shape = target.layer_shape(la, content.shape[-1])
         if len(shape) != 3:
-            raise DgnamError(f"style transfer needs conv layers (C x H x W), but {la} has shape {shape}; "
+            raise DgnamValueError(f"style transfer needs conv layers (C x H x W), but {la} has shape {shape}; "
                              f"choose a spatial layer")
     with torch.no_grad():
         s_acts = target(style[None], [la for la in weights if weights[la] > 0])
@@ -61,7 +61,7 @@ def run_style(cfg: DictConfig, out_dir: str | Path) -> dict:
     start = one_of(scfg.get("start", "content"), "style.start", STARTS)
     content_weight = float(scfg.get("content_weight", 1.0))
     if not scfg.get("image"):
-        raise DgnamError("style.image is not set; give an image file or a scikit-image sample, "
+        raise DgnamValueError("style.image is not set; give an image file or a scikit-image sample, "
                          "e.g. style.image=skimage:hubble_deep_field")
     content = named_image(cfg, "image", pre.size)
     style = named_image(cfg, "style.image", int(scfg.get("image_size") or pre.size))
@@ -69,7 +69,7 @@ def run_style(cfg: DictConfig, out_dir: str | Path) -> dict:
     weights = layer_weights(target, cfg, "style.layers")
     content_layer = str(scfg.get("content_layer") or "")
     if not content_layer:
-        raise DgnamError("style.content_layer is not set; e.g. style.content_layer=features.6.add")
+        raise DgnamValueError("style.content_layer is not set; e.g. style.content_layer=features.6.add")
     target.resolve(content_layer)
     objective, terms = style_objective(target, style.to(pre.device), content.to(pre.device), weights,
                                        content_layer, content_weight)

@@ -26,7 +26,7 @@ from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
 from dgnam.core import precision as PR
 from dgnam.core.params.base import ImageParam
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamFileNotFoundError, DgnamValueError
 
 CODE = "code"  # pseudo-layer: the code h, for penalties on it
 
@@ -38,17 +38,17 @@ def _load(path: str, device: str) -> tuple[nn.Module, dict]:
     gen, info = load_prior(path, device)
     for key in ("code_dim", "code_mean", "code_std"):
         if key not in info:
-            raise DgnamError(f"generator prior {path} has no {key!r}: its code statistics are missing")
+            raise DgnamValueError(f"generator prior {path} has no {key!r}: its code statistics are missing")
     return gen.eval().requires_grad_(False), info
 
 
 def _check_args(decay: float, clamp_k: float | None, l2: float, init_sd: float) -> None:
     if not 0 <= float(decay) < 1:
-        raise DgnamError(f"param.decay={decay} must be in [0, 1) (h *= 1 - decay after every step)")
+        raise DgnamValueError(f"param.decay={decay} must be in [0, 1) (h *= 1 - decay after every step)")
     if clamp_k is not None and float(clamp_k) < 0:
-        raise DgnamError(f"param.clamp_k={clamp_k} must be >= 0 (upper = mean + clamp_k * std), or null: no clamp")
+        raise DgnamValueError(f"param.clamp_k={clamp_k} must be >= 0 (upper = mean + clamp_k * std), or null: no clamp")
     if float(l2) < 0 or float(init_sd) < 0:
-        raise DgnamError(f"param.l2={l2} and param.init_sd={init_sd} must be >= 0")
+        raise DgnamValueError(f"param.l2={l2} and param.init_sd={init_sd} must be >= 0")
 
 
 class GeneratorParam(ImageParam):
@@ -94,7 +94,7 @@ class GeneratorParam(ImageParam):
         _check_args(decay, clamp_k, l2, init_sd)
         self.precision = PR.check_precision(precision, "param.precision")
         if gen is None:
-            raise DgnamError("GeneratorParam needs a generator: param.prior=<file>")
+            raise DgnamValueError("GeneratorParam needs a generator: param.prior=<file>")
         self.gen = gen
         # the compiled wrapper shares gen's weights; kept out of the module tree (no second state_dict entry)
         self.__dict__["_run"] = torch.compile(gen) if compile else None
@@ -107,17 +107,17 @@ class GeneratorParam(ImageParam):
             code = one.expand(batch, -1).contiguous()
         else:
             if encoder is None:
-                raise DgnamError("starting DGN-AM from an image needs the prior's encoder")
+                raise DgnamValueError("starting DGN-AM from an image needs the prior's encoder")
             with torch.no_grad():
                 code = encoder(init.float()).reshape(batch, -1).float().cpu()
             if code.shape[1] != dim:
-                raise DgnamError(f"the encoder gives {code.shape[1]}-d codes but the generator takes {dim}-d codes")
+                raise DgnamValueError(f"the encoder gives {code.shape[1]}-d codes but the generator takes {dim}-d codes")
         self.code = nn.Parameter(code)
         self.decay, self.l2 = float(decay), float(l2)
         upper = None
         if clamp_k is not None:
             if code_mean is None or code_std is None:
-                raise DgnamError("clamping the code needs its statistics (code_mean, code_std)")
+                raise DgnamValueError("clamping the code needs its statistics (code_mean, code_std)")
             upper = (code_mean.float() + float(clamp_k) * code_std.float()).reshape(-1)
         self.register_buffer("upper", upper, persistent=False)
 
@@ -145,9 +145,9 @@ class GeneratorParam(ImageParam):
         _check_args(decay, clamp_k, l2, init_sd)
         PR.check_precision(precision, "param.precision")
         if prior is None:
-            raise DgnamError("DGN-AM needs a generator prior: param.prior=<file>")
+            raise DgnamValueError("DGN-AM needs a generator prior: param.prior=<file>")
         if not Path(prior).is_file():
-            raise DgnamError(f"generator prior not found: {prior} (train one with train_generator.py, "
+            raise DgnamFileNotFoundError(f"generator prior not found: {prior} (train one with train_generator.py, "
                              f"or set param.prior=<file>)")
         gen, info = _load(str(prior), "cpu")
         if not noise and encoder is None:
@@ -192,5 +192,5 @@ class GeneratorParam(ImageParam):
 def _code_dim(gen: nn.Module) -> int:
     dim = getattr(gen, "code_dim", None)
     if dim is None:
-        raise DgnamError("cannot tell the generator's code size; give code_mean/code_std")
+        raise DgnamValueError("cannot tell the generator's code size; give code_mean/code_std")
     return int(dim)

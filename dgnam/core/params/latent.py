@@ -11,7 +11,7 @@ from dgnam.core import poststeps as P
 from dgnam.core import precision as PR
 from dgnam.core.images import resize
 from dgnam.core.params.base import ImageParam
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 LATENT = "latent"  # pseudo-layer: the latent z of LatentParam, for penalties on it
 
@@ -52,13 +52,13 @@ class LatentParam(ImageParam):
 
         _check_args(pull, init_sd, clamp_margin)
         if decoder is None or stats is None:
-            raise DgnamError("latent AM needs the decoder and the latent statistics: param.stats=<file>")
+            raise DgnamValueError("latent AM needs the decoder and the latent statistics: param.stats=<file>")
         st = stats
         self.dec = decoder
         c = st["mean"].numel()
         want = self.dec.layers[1].in_channels
         if c != want:
-            raise DgnamError(f"latent statistics have {c} channels but the decoder's latent has {want}")
+            raise DgnamValueError(f"latent statistics have {c} channels but the decoder's latent has {want}")
         side = latent_side(int(resolution or init.shape[-1]))
         batch = init.shape[0]
         view = (1, c, 1, 1)
@@ -70,7 +70,7 @@ class LatentParam(ImageParam):
             z = one.expand(batch, -1, -1, -1).contiguous()
         else:
             if encoder is None:
-                raise DgnamError("starting latent AM from an image needs param.encoder_file=<taef2_encoder.pth>")
+                raise DgnamValueError("starting latent AM from an image needs param.encoder_file=<taef2_encoder.pth>")
             with torch.no_grad():
                 z = encoder(resize(init.float().cpu(), 8 * side, antialias=True))
         self.z = nn.Parameter(z.float())
@@ -91,13 +91,13 @@ class LatentParam(ImageParam):
         _check_args(pull, init_sd, clamp_margin)
         PR.check_precision(precision, "param.precision")
         if stats is None:
-            raise DgnamError("latent AM needs the latent statistics: param.stats=<file>")
+            raise DgnamValueError("latent AM needs the latent statistics: param.stats=<file>")
         st = load_latent_stats(stats)
         decoder = frozen_decoder(str(decoder_file))
         encoder = None
         if not noise:
             if encoder_file is None:
-                raise DgnamError("starting latent AM from an image needs param.encoder_file=<taef2_encoder.pth>")
+                raise DgnamValueError("starting latent AM from an image needs param.encoder_file=<taef2_encoder.pth>")
             encoder = TAEF2Encoder(encoder_file).eval()
         return cls(init, noise, generator, decoder=decoder, stats=st, encoder=encoder, resolution=resolution,
                    clamp=clamp, clamp_margin=clamp_margin, pull=pull, init_sd=init_sd, precision=precision)
@@ -127,5 +127,5 @@ class LatentParam(ImageParam):
 
 def _check_args(pull: float, init_sd: float, clamp_margin: float) -> None:
     if float(pull) < 0 or float(init_sd) < 0 or float(clamp_margin) < 0:
-        raise DgnamError(f"param.pull={pull}, param.init_sd={init_sd} and param.clamp_margin={clamp_margin} "
+        raise DgnamValueError(f"param.pull={pull}, param.init_sd={init_sd} and param.clamp_margin={clamp_margin} "
                          f"must be >= 0")

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from dgnam.core.params.base import ImageParam
 from dgnam.core.params.fft import COLOR_CORRELATION
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 
 SPECTRUM_KEY = "magnitude"  # (3, S, S // 2 + 1) float: the mean amplitude spectrum, rfft2 layout
 
@@ -35,14 +35,14 @@ def decorrelate(images: Tensor) -> Tensor:
 def check_spectrum(magnitude: object, what: str) -> Tensor:
     """A spectrum tensor (3, S, S // 2 + 1), finite and >= 0, or a one-line :class:`DgnamError`."""
     if not isinstance(magnitude, Tensor):
-        raise DgnamError(f"{what}: {SPECTRUM_KEY!r} must be a tensor, not {type(magnitude).__name__}")
+        raise DgnamValueError(f"{what}: {SPECTRUM_KEY!r} must be a tensor, not {type(magnitude).__name__}")
     shape = tuple(magnitude.shape)
     if len(shape) != 3 or shape[0] != 3 or shape[1] < 2 or shape[2] != shape[1] // 2 + 1:
-        raise DgnamError(f"{what}: the spectrum has shape {shape}; it must be (3, S, S // 2 + 1), "
+        raise DgnamValueError(f"{what}: the spectrum has shape {shape}; it must be (3, S, S // 2 + 1), "
                          f"e.g. (3, 128, 65) (rebuild it with python -m dgnam.spectrum)")
     mag = magnitude.float()
     if not torch.isfinite(mag).all() or (mag < 0).any():
-        raise DgnamError(f"{what}: the spectrum holds negative or non-finite values (rebuild it with "
+        raise DgnamValueError(f"{what}: the spectrum holds negative or non-finite values (rebuild it with "
                          f"python -m dgnam.spectrum)")
     return mag
 
@@ -55,7 +55,7 @@ def load_spectrum(path: str) -> Tensor:
     what = f"MACO spectrum file {path}"
     data = load_file(path, "MACO spectrum file", " (build one with python -m dgnam.spectrum)")
     if not isinstance(data, dict) or SPECTRUM_KEY not in data:
-        raise DgnamError(f"{what} has no {SPECTRUM_KEY!r} entry (write it with python -m dgnam.spectrum)")
+        raise DgnamValueError(f"{what} has no {SPECTRUM_KEY!r} entry (write it with python -m dgnam.spectrum)")
     return check_spectrum(data[SPECTRUM_KEY], what)
 
 
@@ -91,7 +91,7 @@ class MacoParam(ImageParam):
         super().__init__()
         if magnitude is None:
             if spectrum is None:
-                raise DgnamError("MACO needs the natural-image spectrum: param.spectrum=<file> "
+                raise DgnamValueError("MACO needs the natural-image spectrum: param.spectrum=<file> "
                                  "(build one with python -m dgnam.spectrum)")
             magnitude = load_spectrum(str(Path(spectrum).expanduser()))
         else:

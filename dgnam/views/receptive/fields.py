@@ -236,7 +236,7 @@ def module_field(mod: nn.Module, f_in: Field, args: tuple, out: Any) -> Field | 
             gm = fx.symbolic_trace(mod)
         except Exception as e:  # not traceable: fall back to the shape rule
             log.warning("cannot trace %s (%s); its receptive field is estimated from shapes",
-                        type(mod).__name__, first_line(e, 80))
+                        type(mod).__name__, first_line(e))
         else:
             fields = [f_in if isinstance(a, Tensor) else NONE for a in args]
             walker = _FieldWalker(gm, fields)

@@ -27,7 +27,7 @@ from dgnam.core import objectives as O
 from dgnam.core.loop import optimize
 from dgnam.core.poststeps import raw
 from dgnam.core.units import select_units
-from dgnam.errors import DgnamError
+from dgnam.errors import DgnamValueError
 from dgnam.io import (
     atomic_write,
     labelled_grid,
@@ -126,7 +126,7 @@ def run_receptive_field(cfg: DictConfig, out_dir: str | Path) -> dict:
     start_photo = source_image(init_cfg.get("path"), size) if init_cfg.get("kind") == "image" else None
     factory = build(cfg.param)
     if not probe_param(factory, init_cfg, size, pre.seed).pixel_space:
-        raise DgnamError("mode=receptive_field changes pixels inside the field only; it needs param=pixel")
+        raise DgnamValueError("mode=receptive_field changes pixels inside the field only; it needs param=pixel")
     target = build_target_from_cfg(cfg, device)
     spec = cfg.get("layers")
     layers = layer_list(target, spec)
