@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import runpy
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,6 +54,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def run_script(monkeypatch, script: str, *args: str) -> int:
+    """``python <script> <args>`` run in this process as the script itself (``runpy``, as
+    ``__main__``): what the command does, without a new interpreter's seconds of imports. Returns its
+    exit status (0 when it returns)."""
+    monkeypatch.setattr(sys, "argv", [str(REPO / script), *args])
+    handlers, level = logging.root.handlers[:], logging.root.level  # Hydra's job logging, undone after
+    try:
+        runpy.run_path(str(REPO / script), run_name="__main__")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        for h in logging.root.handlers[:]:
+            if h not in handlers:
+                logging.root.removeHandler(h)
+                h.close()
+        logging.root.setLevel(level)
+    return 0
 
 
 def needs_shared(path: Path) -> pytest.MarkDecorator:

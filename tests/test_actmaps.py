@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import MOBILENET, REPO, needs_shared
+from conftest import MOBILENET, REPO, needs_shared, run_script
 from PIL import Image
 
 from dgnam.errors import DgnamError
@@ -140,13 +140,12 @@ def test_trained_mobilenet_first_layer_maps_follow_the_photo(compose, tmp_path):
     assert max(corr) > 0.5
 
 
-def test_cli_error_is_one_line_and_exit_2(tmp_path):
-    import subprocess
-
-    proc = subprocess.run([sys.executable, str(REPO / "visualize.py"), "experiment=activation_maps", "model=alexnet",
-                           "model.weights=null", "image=/nonexistent/photo.png", "hydra.run.dir=out"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert lines[-1] == "error: image file not found: /nonexistent/photo.png", proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+def test_cli_error_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = run_script(monkeypatch, "visualize.py", "experiment=activation_maps", "model=alexnet",
+                      "model.weights=null", "image=/nonexistent/photo.png", "hydra.run.dir=out")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines[-1] == "error: image file not found: /nonexistent/photo.png", err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_script
 from PIL import Image
 
 from dgnam.errors import DgnamError
@@ -50,9 +50,11 @@ def one_line(p: subprocess.CompletedProcess) -> str:
     (["units=[1,2"], "cannot parse override 'units=[1,2'"),
     (["priors.jitter=abc"], "priors.jitter"),
 ])
-def test_a_mistyped_override_is_one_line(tmp_path, args, expect):
-    line = one_line(cli("visualize.py", *args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path))
-    assert expect in line
+def test_a_mistyped_override_is_one_line(tmp_path, monkeypatch, capsys, args, expect):
+    monkeypatch.chdir(tmp_path)
+    code = run_script(monkeypatch, "visualize.py", *args, f"hydra.run.dir={tmp_path / 'run'}")
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], lines
     assert not (tmp_path / "run").exists() and not (tmp_path / "outputs").exists()
 
 
@@ -63,12 +65,14 @@ def test_a_mistyped_training_override_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["under a file", "under /proc"])
-def test_a_run_directory_that_cannot_be_created_is_one_line(tmp_path, where):
+def test_a_run_directory_that_cannot_be_created_is_one_line(tmp_path, monkeypatch, capsys, where):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     run_dir = blocker / "run" if where == "under a file" else Path("/proc/dgnam-run")
-    line = one_line(cli("visualize.py", *SMALL, f"hydra.run.dir={run_dir}", cwd=tmp_path))
-    assert "cannot create the run directory" in line and str(run_dir) in line
+    monkeypatch.chdir(tmp_path)
+    assert run_script(monkeypatch, "visualize.py", *SMALL, f"hydra.run.dir={run_dir}") == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "cannot create the run directory" in lines[0] and str(run_dir) in lines[0]
 
 
 @pytest.mark.parametrize("over, expect", [
@@ -326,14 +330,16 @@ def test_the_decodable_check_leaves_the_random_streams_alone(compose):
     assert draws(True) == draws(False)
 
 
-def test_a_run_that_fails_at_once_leaves_no_outputs_folder(tmp_path):
+def test_a_run_that_fails_at_once_leaves_no_outputs_folder(tmp_path, monkeypatch, capsys):
     """Hydra makes outputs/<name>/<time>/ before dgnam sees the config; on a user error all of it goes."""
-    line = one_line(cli("visualize.py", "model=alexnet", "model.weights=null", "layers=conv99", cwd=tmp_path))
-    assert "unknown layer 'conv99'" in line
+    monkeypatch.chdir(tmp_path)
+    args = ("model=alexnet", "model.weights=null", "layers=conv99")
+    assert run_script(monkeypatch, "visualize.py", *args) == 2
+    assert "error: unknown layer 'conv99'" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "outputs").exists()
     keep = tmp_path / "outputs" / "am" / "earlier"
     keep.mkdir(parents=True)  # folders that hold something stay
-    one_line(cli("visualize.py", "model=alexnet", "model.weights=null", "layers=conv99", cwd=tmp_path))
+    assert run_script(monkeypatch, "visualize.py", *args) == 2
     assert keep.is_dir() and sorted(p.name for p in (tmp_path / "outputs" / "am").iterdir()) == ["earlier"]
 
 

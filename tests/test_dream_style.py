@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_script
 
 from dgnam.config import octave_sizes
 from dgnam.core import objectives as O
@@ -181,11 +180,12 @@ def test_bad_input_is_one_clear_line_and_nothing_is_written(compose, tmp_path, m
     assert not out.exists()
 
 
-def test_cli_error_is_one_line_and_exit_2(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "visualize.py"), "experiment=style", *SHRUNK,
-                           "style.image=/nonexistent/painting.jpg", "hydra.run.dir=out"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip() and not ln.startswith(("!", " "))]
-    assert lines[-1] == "error: style.image: image file not found: /nonexistent/painting.jpg", proc.stderr
-    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+def test_cli_error_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = run_script(monkeypatch, "visualize.py", "experiment=style", *SHRUNK,
+                      "style.image=/nonexistent/painting.jpg", "hydra.run.dir=out")
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("!", " "))]
+    assert lines[-1] == "error: style.image: image file not found: /nonexistent/painting.jpg", err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_script
 from nets import CifarNet, cifar_net
 from PIL import Image
 
@@ -157,7 +157,7 @@ def _wait_for_job(folder: Path, proc: subprocess.Popen, limit: float = 180) -> i
     raise AssertionError(f"job in {folder} never started")
 
 
-def test_a_sweep_survives_a_bad_job_and_a_killed_one_and_reruns_only_those(tmp_path):
+def test_a_sweep_survives_a_bad_job_and_a_killed_one_and_reruns_only_those(tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     args = ["-m", *[a for a in CUSTOM if not a.startswith(("units=", "steps="))], "steps=200",
             "units=[0],[99],[1]", f"hydra.sweep.dir={sweep}"]
@@ -181,40 +181,55 @@ def test_a_sweep_survives_a_bad_job_and_a_killed_one_and_reruns_only_those(tmp_p
     assert (sweep / "2" / "results.json").is_file() and not (sweep / "1").exists()
     fixed = [a.replace("units=[0],[99],[1]", "units=[9]") for a in args if a not in ("-m",)
              and not a.startswith("hydra.sweep.dir")]
-    done = cli(*fixed, f"hydra.run.dir={sweep / '1'}", cwd=tmp_path)  # the bad job, its value fixed
-    assert done.returncode == 0, done.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
+    launch_here(monkeypatch, *fixed, f"hydra.run.dir={sweep / '1'}")  # the bad job, its value fixed
     assert all(json.loads((sweep / j / "results.json").read_text())[0]["unit"] == u
                for j, u in (("0", 0), ("1", 9), ("2", 1)))
     assert digest(sweep / "0") == finished  # no file of a finished job changed
 
 
-def test_a_sweep_that_fails_at_once_leaves_no_folder(tmp_path):
-    res = cli("-m", *[a for a in CUSTOM if not a.startswith("units=")], "units=[99],[98]",
-              f"hydra.sweep.dir={tmp_path / 'sw'}", cwd=tmp_path)
-    assert res.returncode == 1 and "error: 2 job(s) of the sweep failed" in res.stderr
-    assert not (tmp_path / "sw").exists()
+def test_a_sweep_in_which_nothing_ran_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    from dgnam import sweeps
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "multirun" / "sw").mkdir(parents=True)
+    (tmp_path / "multirun" / "sw" / "multirun.yaml").write_text("hydra: {}\n")
+    monkeypatch.setattr(sweeps, "FAILED", [sweeps.Failure(0, "units=[99]", "unit 99 is out of range")])
+    with pytest.raises(SystemExit) as e:
+        sweeps.finish(Path("multirun/sw"))
+    assert e.value.code == 1 and not (tmp_path / "multirun").exists()  # nor its empty parent
+    err = capsys.readouterr().err.splitlines()
+    assert err[:2] == ["error: 1 job(s) of the sweep failed:", "  job 0 (units=[99]): unit 99 is out of range"]
 
 
-def test_a_failed_command_changes_nothing_of_an_earlier_run_and_a_busy_folder_is_refused(tmp_path):
+def launch_here(monkeypatch, *args: str) -> None:
+    """``python visualize.py <args>``, run in this process as the script itself."""
+    code = run_script(monkeypatch, "visualize.py", *args)
+    if code:
+        raise SystemExit(code)
+
+
+def test_a_failed_command_changes_nothing_of_an_earlier_run_and_a_busy_folder_is_refused(tmp_path, monkeypatch,
+                                                                                          capsys):
     from dgnam import rundirs
 
+    monkeypatch.syspath_prepend(str(REPO / "tests"))
     run = tmp_path / "run"
-    assert cli(*CUSTOM, f"hydra.run.dir={run}", cwd=tmp_path).returncode == 0
-    assert (run / ".dgnam-run").read_text().startswith("finished")
+    launch_here(monkeypatch, *CUSTOM, f"hydra.run.dir={run}")
+    assert (run / ".dgnam-run").read_text().startswith("finished") and (run / "results.json").is_file()
     before = digest(run)
-    bad = cli(*CUSTOM, "units=[99]", f"hydra.run.dir={run}", cwd=tmp_path)  # a rerun that fails
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: unit 99")
-    assert digest(run) == before or {k: v[0] for k, v in digest(run).items()} == {k: v[0] for k, v in before.items()}
-    assert "units=[99]" not in (run / ".hydra" / "overrides.yaml").read_text()
+    capsys.readouterr()
+    line = one_error_line(capsys, lambda: launch_here(monkeypatch, *CUSTOM, "units=[99]", f"hydra.run.dir={run}"))
+    assert line.startswith("error: unit 99")  # a rerun that fails: the earlier run's files as they were
+    assert {k: v[0] for k, v in digest(run).items()} == {k: v[0] for k, v in before.items()}
 
     claim = rundirs.claim(run)  # another command holds the folder
     try:
-        busy = cli(*CUSTOM, "units=[1]", f"hydra.run.dir={run}", cwd=tmp_path)
+        line = one_error_line(capsys, lambda: launch_here(monkeypatch, *CUSTOM, "units=[1]", f"hydra.run.dir={run}"))
     finally:
         rundirs.abandon()
-    lines = [ln for ln in busy.stderr.splitlines() if ln.strip() and not ln.startswith("[")]
-    assert busy.returncode == 2 and lines == [lines[-1]] and "is in use by another dgnam command" in lines[-1], busy.stderr
-    assert f"running {os.getpid()}" in lines[-1] and claim.path == run
+    assert "is in use by another dgnam command" in line and f"running {os.getpid()}" in line and claim.path == run
     assert {k: v[0] for k, v in digest(run).items()} == {k: v[0] for k, v in before.items()}
 
 

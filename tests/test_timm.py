@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_script
 from PIL import Image
 
 import dgnam
@@ -80,12 +79,13 @@ def test_unknown_timm_name_lists_close_matches(compose):
         build_target_from_cfg(cfg, torch.device("cpu"))
 
 
-def test_cli_unknown_timm_name_is_one_line_and_writes_nothing(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "visualize.py"), *TIMM, "model.arch=resnet5",
-                        "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2
-    err = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert err[-1].startswith("error: unknown timm model 'resnet5'; closest: resnet50") and "Traceback" not in r.stderr
+def test_cli_unknown_timm_name_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = run_script(monkeypatch, "visualize.py", *TIMM, "model.arch=resnet5", "hydra.run.dir=run")
+    text = capsys.readouterr().err
+    assert code == 2
+    err = [ln for ln in text.strip().splitlines() if ln.strip()]
+    assert err[-1].startswith("error: unknown timm model 'resnet5'; closest: resnet50") and "Traceback" not in text
     assert not (tmp_path / "run").exists()
 
 
