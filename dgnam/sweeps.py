@@ -100,14 +100,21 @@ def run_job_process() -> None:
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
     tail = b""
     assert proc.stderr is not None
-    while True:  # the job's messages and progress bars as they come, its last lines kept
-        chunk = proc.stderr.read1(4096)
-        if not chunk:
-            break
-        sys.stderr.buffer.write(chunk)
-        sys.stderr.flush()
-        tail = (tail + chunk)[-8192:]
-    rc = proc.wait()
+    try:
+        while True:  # the job's messages and progress bars as they come, its last lines kept
+            chunk = proc.stderr.read1(4096)
+            if not chunk:
+                break
+            sys.stderr.buffer.write(chunk)
+            sys.stderr.flush()
+            tail = (tail + chunk)[-8192:]
+        rc = proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the job too (one process group): it saves what it can
+        proc.wait()
+        remove_if_only_hydra(job_dir)
+        print(f"interrupted during job {num} ({label}); the same command with hydra.sweep.dir="
+              f"{quoted(str(job_dir.parent))} runs the jobs not finished", file=sys.stderr)
+        sys.exit(130)
     if rc != 0:
         FAILED.append(Failure(num, label, _reason(rc, tail)))
         print(f"job {num} ({label}) failed: {FAILED[-1].reason}", file=sys.stderr)
