@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_script
 from nets import CifarNet
 
 from dgnam.config import build_target_from_cfg
@@ -54,10 +53,11 @@ def test_bad_custom_model_is_one_line(compose, tmp_path, overrides, message):
     assert not any(tmp_path.iterdir())
 
 
-def test_cli_custom_target_that_fails_to_import(tmp_path):
-    proc = subprocess.run([sys.executable, str(REPO / "visualize.py"), "model=custom", "model._target_=mypkg.nets.build",
-                           "hydra.run.dir=out"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
-    assert last.startswith("error: model._target_='mypkg.nets.build' cannot be imported"), proc.stderr
+def test_cli_custom_target_that_fails_to_import(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = run_script(monkeypatch, "visualize.py", "model=custom", "model._target_=mypkg.nets.build", "hydra.run.dir=out")
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    last = [ln for ln in err.splitlines() if ln.strip()][-1]
+    assert last.startswith("error: model._target_='mypkg.nets.build' cannot be imported"), err
     assert not (tmp_path / "out").exists()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import lightning as L
 import pytest
-from omegaconf import OmegaConf
 import torch
+from conftest import assert_resumed, run_script
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
-from conftest import assert_resumed
 
 from dgnam.errors import DgnamError
 from dgnam.generator import (
@@ -530,15 +530,15 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
 
 
-def test_cli_error_keeps_an_existing_run_directory(tmp_path):
+def test_cli_error_keeps_an_existing_run_directory(tmp_path, monkeypatch, capsys):
     """A user error in a run directory given again (e.g. to resume) must not delete earlier outputs."""
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").write_text("earlier work")
-    r = subprocess.run([sys.executable, str(REPO / "train_generator.py"), "encoder=mobilenet_v2_random",
-                        "data=synthetic", "ckpt_path=/nonexistent.ckpt", f"hydra.run.dir={run_dir}"],
-                       capture_output=True, text=True, cwd=REPO, timeout=120)
-    assert r.returncode == 2 and "error: checkpoint not found" in r.stderr
+    monkeypatch.chdir(REPO)
+    code = run_script(monkeypatch, "train_generator.py", "encoder=mobilenet_v2_random", "data=synthetic",
+                      "ckpt_path=/nonexistent.ckpt", f"hydra.run.dir={run_dir}")
+    assert code == 2 and "error: checkpoint not found" in capsys.readouterr().err
     assert (run_dir / "checkpoints" / "last.ckpt").read_text() == "earlier work"
 
 

@@ -3,13 +3,12 @@ then DGN-AM through that prior on the same network (model=custom)."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, run_script
 from PIL import Image
 
 from dgnam.errors import DgnamError
@@ -67,13 +66,14 @@ def test_train_a_prior_on_your_own_network_then_dgn_am_through_it(compose, tmp_p
         assert a.shape == (64, 64, 3) and not np.array_equal(a, b)  # the prior's resolution; each unit its own code
 
 
-def test_encoder_custom_without_a_target_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, str(REPO / "train_generator.py"), "encoder=custom", "encoder.code_layer=x",
-                        "data=synthetic", "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
-    assert last.startswith("error: encoder=custom needs encoder.target._target_="), r.stderr
+def test_encoder_custom_without_a_target_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = run_script(monkeypatch, "train_generator.py", "encoder=custom", "encoder.code_layer=x", "data=synthetic",
+                      "hydra.run.dir=run")
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    last = [ln for ln in err.splitlines() if ln.strip()][-1]
+    assert last.startswith("error: encoder=custom needs encoder.target._target_="), err
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
