@@ -1,0 +1,1 @@
+"""The generator priors and other artifacts that ship with dgnam (package data)."""
