@@ -1,6 +1,6 @@
 """The package as a user installs it: the wheel carries conf/ exactly (the configs it composes are the
 checkout's), and from a fresh virtual environment with the wheel installed (not editable), in a folder
-outside the checkout, the Python API (pixel and DGN-AM) and the console scripts
+outside the checkout, the Python API (pixel and DGN-AM), ``dgnam.priors`` and the console scripts
 ``dgnam-visualize`` / ``dgnam-train`` work, with their one-line errors.
 
 The environment reuses the installed dependencies (a ``.pth`` line naming this interpreter's
@@ -61,7 +61,8 @@ px = dgnam.visualize(net, "logits", [0, 3], method="pixel", steps=4, image_size=
 dg = dgnam.visualize(net, "logits", [1], method="dgnam_deep", steps=2, image_size=32)
 dg.save("api_out")
 print(json.dumps({"dgnam": dgnam.__file__, "pixel": list(px.images.shape), "dgnam_deep": list(dg.images.shape),
-                  "rise": [r["activation"] > r["start_activation"] for r in px.results]}))
+                  "rise": [r["activation"] > r["start_activation"] for r in px.results],
+                  "priors": [p.name for p in dgnam.priors.list()], "listed": repr(dgnam.priors.list())}))
 '''
 
 
@@ -151,6 +152,7 @@ def test_the_installed_api_runs_outside_the_checkout(venv, elsewhere):
     out = json.loads(run_in(venv, elsewhere, str(venv / "bin" / "python"), "-c", API).stdout.strip().splitlines()[-1])
     assert Path(out["dgnam"]).is_relative_to(venv)
     assert out["pixel"] == [2, 3, 32, 32] and out["dgnam_deep"][:2] == [1, 3] and all(out["rise"])
+    assert out["priors"][0] == "mobilenet_v2_latent_spatial_deep_g128" and "judge top-1 100.0" in out["listed"]
     assert (elsewhere / "api_out" / "grid_logits.png").is_file()
 
 
