@@ -144,3 +144,19 @@ def test_a_wrong_sha256_or_an_unreachable_url_is_one_line_and_keeps_nothing(serv
         dgnam.priors.resolve((tmp_path / "nothing.pt").as_uri(), sha256=DEEP.sha256, progress=False)
     with pytest.raises(DgnamError, match=r"needs its sha256 as 64 hex digits"):
         dgnam.priors.resolve(f"{url}/{DEEP.file}")
+
+
+def test_the_priors_page_lists_the_entries():
+    """docs/priors.md holds dgnam.priors.table() (DGNAM_UPDATE_DOCS=1 rewrites it)."""
+    import os
+
+    from conftest import REPO
+
+    doc = REPO / "docs" / "priors.md"
+    head, rest = doc.read_text().split("<!-- priors:begin -->\n", 1)
+    have, tail = rest.split("<!-- priors:end -->", 1)
+    want = dgnam.priors.table() + "\n"
+    if os.environ.get("DGNAM_UPDATE_DOCS") and have != want:
+        doc.write_text(f"{head}<!-- priors:begin -->\n{want}<!-- priors:end -->{tail}")
+        pytest.fail("docs/priors.md rewritten; rerun without DGNAM_UPDATE_DOCS")
+    assert have == want, "docs/priors.md is out of date: DGNAM_UPDATE_DOCS=1 pytest tests/test_priors.py"

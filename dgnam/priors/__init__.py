@@ -151,6 +151,23 @@ def list() -> builtins.list[Prior]:  # noqa: A001  (dgnam.priors.list(), as the 
     return builtins.list(_PRIORS)
 
 
+def table() -> str:
+    """The shipped priors as the Markdown of docs/priors.md (tests/test_priors.py keeps the page so)."""
+    out = ["| name | kind, side | code layer | size | reconstructions: MSE, PSNR, MobileNetV2 / judge top-1 | "
+           "comparison: judge top-1 (p) | methods |", "| --- | --- | --- | ---: | --- | --- | --- |"]
+    for p in _PRIORS:
+        n = p.numbers
+        out.append(f"| `{p.name}` | {p.kind}, {p.resolution} px | `{p.code_layer}` | {p.size / 1e6:.1f} MB | "
+                   f"{n['recon_mse']}, {n['recon_psnr_db']} dB, {n['recon_mobilenet_top1_pct']} % / "
+                   f"{n['recon_judge_top1_pct']} % | {n['compare_judge_top1_pct']} ({n['compare_judge_p']}) | "
+                   f"{', '.join(p.methods)} |")
+    for p in _PRIORS:
+        out += ["", f"**`{p.name}`** (sha256 `{p.sha256}`)", "", "```bash", "# trained by",
+                *p.command, "# reconstructions of 1,000 held-out photos", p.recon_command,
+                "# the 20-class comparison (then experiment=report over the runs)", *p.compare_command, "```"]
+    return "\n".join(out)
+
+
 def resolve(prior: str | os.PathLike, sha256: str | None = None, progress: bool = True) -> Path:
     """The local file of ``prior``: a shipped name (verified), a URL (downloaded once into the torch
     hub cache and checked against ``sha256``) or a path (checked against ``sha256`` when given; a
