@@ -7,6 +7,8 @@ Paths under the shared folder become ``${dgnam_shared:}/...`` (what conf/ writes
 checkout become relative to it (``outputs/...``), and ``generator.init_from`` the name of the prior
 it started from. ``extra`` gains ``command`` (the training command of docs/generator.md),
 ``encoder_weights_sha256`` and, for a fine-tune, ``init_from_sha256``. dgnam.priors lists the result.
+Running it again keeps every tensor but gives the files new sha256s (torch.save names the records in
+its zip after the temporary file it writes): put the printed ones into dgnam/priors/__init__.py.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def main() -> None:
         extra["command"] = commands
         extra["encoder_weights_sha256"] = sha256_of(Path(shared) / "models" / blob["encoder"]["weights_file"])
         if init_from:
-            extra["init_from_sha256"] = digests[Path(init_from).name]
+            extra["init_from_sha256"] = digests[Path(init_from).stem + ".pt"]  # a path before, a name after
         new = {**blob, "extra": extra}
         save_torch(new, path)
         back = torch.load(path, map_location="cpu", weights_only=True)
