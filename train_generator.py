@@ -1,4 +1,5 @@
-"""Train a generator prior G (DeePSiM) that inverts a frozen encoder layer.
+"""Train a generator prior G (DeePSiM) that inverts a frozen encoder layer (installed: ``dgnam-train``,
+the same app).
 
     python train_generator.py                                   # the recipe (AlexNet fc6, 256 px)
     python train_generator.py experiment_train=mobilenet_v2_cpu # what runs on a 2-core CPU
@@ -12,26 +13,11 @@ reconstructions, every epoch) and prior.pt (fp16 generator + code statistics, se
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
-
-import dgnam.config  # noqa: F401  (registers the resolvers the configs use)
-from dgnam.cli import guarded, launch
+from dgnam.commands import train as main
+from dgnam.commands import train_app
 from dgnam.generator.train import run
 
-__all__ = ["main", "run"]
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train_generator")
-@guarded
-def main(cfg: DictConfig) -> None:
-    out = run(cfg)
-    if out["prior"] is None:  # a rank other than 0 of trainer=ddp: rank 0 says where the prior is
-        return
-    print(f"prior: {out['prior']}  val_mse: {out['val_mse']}  steps: {out['iterations']}")
-
+__all__ = ["main", "run", "train_app"]
 
 if __name__ == "__main__":
-    launch(main, Path(__file__).resolve().parent / "conf", "train_generator")
+    main()

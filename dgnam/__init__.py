@@ -17,9 +17,11 @@ The package, by layer (each imports only from the layers above it):
   ``dgnam.cli`` (Hydra entry glue), ``dgnam.errors``, ``dgnam.safeload``, ``dgnam.paths``.
 
 ``dgnam.visualize(model, layer, units, method="lucid")`` is the one call on any ``nn.Module``
-(:mod:`dgnam.api`). The names below are the Python API; the CLI is ``visualize.py`` and ``train_generator.py``.
+(:mod:`dgnam.api`). The names below are the Python API; the CLI is ``visualize.py`` and ``train_generator.py``
+(installed: ``dgnam-visualize`` and ``dgnam-train``); :mod:`dgnam.priors` names the shipped priors.
 """
 
+from dgnam import priors
 from dgnam.core import objectives, poststeps, transforms
 from dgnam.core.loop import Result, optimize
 from dgnam.core.models import INPUT, Target, build_target, pick_device
@@ -34,7 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "INPUT", "PRIORS_DIR", "DgnamError", "FFTParam", "GeneratorParam", "ImageParam", "LatentParam", "MacoParam",
     "PixelParam", "Result", "Target", "Unit", "build_target", "objective_for", "objectives", "optimize", "pick_device",
-    "View", "Visualization", "activation_maps", "invert", "poststeps", "select_units", "shared_dir", "transforms",
+    "View", "Visualization", "activation_maps", "invert", "poststeps", "priors", "select_units", "shared_dir", "transforms",
     "visualize", "wrap_model",
 ]
 

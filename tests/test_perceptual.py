@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_spatial import SPATIAL_TRAIN
 
+import dgnam
 from dgnam.errors import DgnamError
 from dgnam.generator.encoder import Perceptual
 from dgnam.generator.prior import load_prior
@@ -124,8 +125,9 @@ def test_the_shipped_perceptual_prior_is_a_fine_tune_of_the_spatial_one():
     assert all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith("decoder."))
     assert any(not torch.equal(sa[k], sb[k]) for k in sa if k.startswith("head.") and k.endswith("weight"))
     cfg = ib["extra"]["config"]
-    assert cfg["loss"]["weights"]["perceptual"] > 0 and cfg["generator"]["init_from"].endswith(
-        "mobilenet_v2_latent_spatial_g128.pt")
+    # the parent by name and hash (dgnam.priors), not by one machine's path
+    assert cfg["loss"]["weights"]["perceptual"] > 0 and cfg["generator"]["init_from"] == "mobilenet_v2_latent_spatial_g128"
+    assert ib["extra"]["init_from_sha256"] == dgnam.priors.get("mobilenet_v2_latent_spatial_g128").sha256
 
 
 def test_the_shipped_deep_prior_is_the_third_stage_and_the_default(compose):
@@ -142,7 +144,8 @@ def test_the_shipped_deep_prior_is_the_third_stage_and_the_default(compose):
     assert all(torch.equal(sb[k], sc[k]) for k in sb if k.startswith("decoder."))
     assert any(not torch.equal(sb[k], sc[k]) for k in sb if k.startswith("head.") and k.endswith("weight"))
     cfg = ic["extra"]["config"]
-    assert cfg["generator"]["init_from"].endswith("mobilenet_v2_latent_spatial_perceptual_g128.pt")
+    assert cfg["generator"]["init_from"] == "mobilenet_v2_latent_spatial_perceptual_g128"
+    assert ic["extra"]["init_from_sha256"] == dgnam.priors.get("mobilenet_v2_latent_spatial_perceptual_g128").sha256
     assert [name for name, _ in cfg["loss"]["perceptual_layers"]][-2:] == ["features.16.add", "features.18"]
     prior = {m: compose([f"method={m}"] if m else ["param=generator"]).param.prior
              for m in ("", "dgnam", "dgnam_tuned", "dgnam_tr", "dgnam_deep")}

@@ -49,9 +49,18 @@ def save_prior(path: str | os.PathLike, generator: Generator | LatentGenerator, 
     return save_torch(blob, path)
 
 
+def resolve_prior(prior: str | os.PathLike, sha256: str | None = None) -> Path:
+    """The file of ``prior``: a shipped prior's name (verified by its sha256), a URL (downloaded once,
+    checked against ``sha256``) or a path; see :func:`dgnam.priors.resolve`."""
+    from dgnam.priors import resolve
+
+    return resolve(prior, sha256)
+
+
 def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clamp: bool = True,
-               dtype: torch.dtype = torch.float32) -> tuple[Generator | LatentGenerator, dict[str, Any]]:
-    """Load a prior written by :func:`save_prior`.
+               dtype: torch.dtype = torch.float32, sha256: str | None = None) -> tuple[Generator | LatentGenerator, dict[str, Any]]:
+    """Load a prior written by :func:`save_prior`: a file, a shipped prior's name or a URL with its
+    ``sha256`` (:func:`resolve_prior`).
 
     Returns ``(generator, info)``: the generator is in eval mode with gradients off for its
     parameters and maps codes (B, D) to images (B, 3, R, R); with ``clamp`` (default) its output is
@@ -61,7 +70,7 @@ def load_prior(path: str | os.PathLike, device: str | torch.device = "cpu", clam
 
     Raises :class:`DgnamError` for a missing, unreadable or incomplete file.
     """
-    p = Path(os.path.expanduser(str(path)))
+    p = resolve_prior(path, sha256)
     blob = load_file(p, "generator prior")
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise DgnamValueError(f"{p} is not a dgnam generator prior (no format tag {FORMAT!r})")

@@ -136,8 +136,10 @@ class GeneratorParam(ImageParam):
         encoder_weights: str | None = None,
         compile: bool = False,
         precision: str = "fp32",
+        prior_sha256: str | None = None,
     ) -> GeneratorParam:
-        """Build from a generator prior file (written by ``train_generator.py``).
+        """Build from a generator prior (written by ``train_generator.py``): a file, the name of a
+        shipped prior (``dgnam.priors.list()``) or a URL with its ``prior_sha256``.
 
         For ``noise=False`` without ``encoder``, E is rebuilt from the prior's description
         (:func:`dgnam.generator.prior.prior_encoder`) with ``encoder_weights``, or the weights file of
@@ -146,9 +148,12 @@ class GeneratorParam(ImageParam):
         PR.check_precision(precision, "param.precision")
         if prior is None:
             raise DgnamValueError("DGN-AM needs a generator prior: param.prior=<file>")
+        from dgnam.generator.prior import resolve_prior
+
+        prior = resolve_prior(prior, prior_sha256)  # a name or URL: its verified file
         if not Path(prior).is_file():
-            raise DgnamFileNotFoundError(f"generator prior not found: {prior} (train one with train_generator.py, "
-                             f"or set param.prior=<file>)")
+            raise DgnamFileNotFoundError(f"generator prior not found: {prior} (train one with train_generator.py, or set "
+                             f"param.prior=<file> or a shipped name: python -c \"import dgnam; print(dgnam.priors.list())\")")
         gen, info = _load(str(prior), "cpu")
         if not noise and encoder is None:
             from dgnam.generator.prior import prior_encoder
