@@ -10,9 +10,16 @@ PRIORS_DIR = _HERE / "priors"  # generator priors and statistics shipped with dg
 
 
 def shared_dir() -> str:
-    """$DGNAM_SHARED, else the ``shared`` folder beside the checkout (whatever the working directory):
-    trained models and photos that do not ship with the package."""
-    return os.environ.get("DGNAM_SHARED") or str(_HERE.parents[1] / "shared")
+    """Trained models and photos that do not ship with the package: $DGNAM_SHARED, else the
+    ``shared`` folder beside the checkout (whatever the working directory); for an installed package
+    (no checkout around it), ``shared`` in or beside the working directory when there is one."""
+    if os.environ.get("DGNAM_SHARED"):
+        return os.environ["DGNAM_SHARED"]
+    beside = _HERE.parents[1] / "shared"
+    if beside.is_dir() or (_HERE.parent / "conf").is_dir():  # a checkout: its neighbour, found or not
+        return str(beside)
+    here = next((d for d in (Path.cwd() / "shared", Path.cwd().parent / "shared") if d.is_dir()), None)
+    return str(here or beside)
 
 
 def _conf_dir() -> Path:
