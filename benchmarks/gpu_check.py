@@ -50,6 +50,7 @@ from bench_am import loop_steps  # noqa: E402
 from bench_generator import DECODER, WEIGHTS, make_latent_step, make_step  # noqa: E402
 
 from dgnam.core.models import Target, build_target, pick_device  # noqa: E402
+from dgnam.io import json_safe  # noqa: E402  (strict JSON: NaN as null)
 
 PART = 15 * 2**20  # result files stay under 16 MiB
 SHARD = WEIGHTS.parents[1] / "data" / "imagenet50-128" / "train-00000-of-00006.parquet"
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             sec = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
         sec["seconds"] = round(time.perf_counter() - t0, 1)
         results["sections"][name] = sec
-        (out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+        (out / "results.json").write_text(json.dumps(json_safe(results), indent=1, default=str, allow_nan=False) + "\n")
         (out / "RESULTS-gpu.md").write_text(markdown(results))
         print(f"{name}: {sec['status']} in {sec['seconds']} s", flush=True)
     return 1 if failed else 0
