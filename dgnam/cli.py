@@ -167,15 +167,15 @@ def launch(main: Callable[[], Any], conf_dir: str | os.PathLike, config_name: st
         main()
         return
     multirun = any(a in _PLAIN_FLAGS for a in argv)
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    try:
-        path = Path(str(OmegaConf.select(cfg, key)))
-    except Exception:  # not resolvable before the run: Hydra's own handling
+    path = _planned_dir(cfg, multirun)
+    if path is None:  # not resolvable before the run: Hydra's own handling
         main()
         return
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     pinned = [f"{key}={quoted(str(path))}"]  # the folder claimed is the one Hydra uses, whatever ${now:} says later
-    if not multirun and not _other_rank():
-        one_line_errors(rundirs.claim)(path)
+    if not multirun:
+        if not _other_rank():
+            one_line_errors(rundirs.claim)(path)
     elif str(OmegaConf.select(cfg, "hydra.launcher._target_", default="")) == sweeps.BASIC:
         pinned.append("hydra.output_subdir=null")  # each job's own command writes its .hydra/
     sys.argv[1:] = [a for a in argv if not a.startswith(f"{key}=")] + pinned
@@ -277,12 +277,20 @@ def _chain(e: BaseException) -> list[BaseException]:
     return out
 
 
+def _planned_dir(cfg: Any, multirun: bool) -> Path | None:
+    """The run (or sweep) directory Hydra is about to create; None when it cannot be resolved before
+    the run (Hydra then has its own say)."""
+    try:
+        return Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
+    except Exception:
+        return None
+
+
 def _check_run_dir(cfg: Any, multirun: bool) -> None:
     """The run (or sweep) directory Hydra is about to create must be creatable."""
-    try:
-        path = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
-    except Exception:
-        return  # not resolvable outside a run: Hydra will say
+    path = _planned_dir(cfg, multirun)
+    if path is None:
+        return
     anc = path if path.is_absolute() else Path.cwd() / path
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent

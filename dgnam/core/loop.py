@@ -86,12 +86,13 @@ def normalize_grad(grad: Tensor, kind: str | None, eps: float = 1e-8) -> Tensor:
     raise ValueError(f"unknown gradient normalization {kind!r}; valid: none, l1, l2")
 
 
-def check_finite(step: int, score: Tensor, image: Tensor, names: Sequence[str] | None = None) -> None:
-    """Stop at the step where an item's image or objective (its activation, its loss) stops being
-    finite, with a :class:`~dgnam.errors.NonFiniteError` naming the step, the items and which one."""
+def check_finite(step: int, score: Tensor | None, image: Tensor, names: Sequence[str] | None = None) -> None:
+    """Stop at the step where an item's image or objective (its activation, its loss; None: the image
+    alone) stops being finite, with a :class:`~dgnam.errors.NonFiniteError` naming the step, the items
+    and which one."""
     ok_image = torch.isfinite(image.detach().flatten(1)).all(1)
-    ok = ok_image & torch.isfinite(score.detach())
-    if bool(ok.all()):  # one synchronization per step, as the history's own .cpu() at the end would be
+    ok = ok_image if score is None else ok_image & torch.isfinite(score.detach())
+    if bool(ok.all()):  # one host synchronization per step
         return
     items = (~ok).nonzero().flatten().tolist()
     what = "image" if not bool(ok_image.all()) else "objective (the activation or a penalty)"
@@ -215,7 +216,7 @@ def optimize(
                 break
     with torch.no_grad():
         final = param().detach()
-    check_finite(step, torch.zeros(final.shape[0], device=final.device), final, names)
+    check_finite(step, None, final, names)  # the image the last step made
     if frame_every:
         frames.append(to_uint8(final))
     return Result(

@@ -90,8 +90,9 @@ def load_weights_file(model: nn.Module, weights_file: str | os.PathLike, arch: s
 def check_weights(model: nn.Module, name: str) -> None:
     """A model's weights hold values (not on the meta device) and are finite, before any step: NaN
     weights would otherwise run to the end and write black images with NaN activations."""
-    meta = next((n for n, t in model.state_dict().items() if t.device.type == "meta"), None)
+    state = model.state_dict()
+    meta = next((n for n, t in state.items() if t.device.type == "meta"), None)
     if meta is not None:
         raise DgnamValueError(f"{name}: its weights are on the meta device (shapes without values, e.g. {meta!r}); "
                               f"load real weights first (model.to_empty(device='cpu') then load_state_dict)")
-    check_finite_tensors(model.state_dict(), f"{name}'s weights")
+    check_finite_tensors(state, f"{name}'s weights")
