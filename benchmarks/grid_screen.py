@@ -9,6 +9,7 @@ latent values outside the real latents' range) and appends it to work_cache/grid
     python benchmarks/grid_screen.py ppgn 9,99,281,409 Xdae=dgnam/priors/mobilenet_v2_latent_spatial_deep_code_dae.pt Xe1=0.3
     python benchmarks/grid_screen.py pen_grid 9,99,281,409 Xpen=grid Xlam=300   # penalty on the 8-px lines' power
     python benchmarks/grid_screen.py pen_cons 9,99,281,409 Xpen=cons Xlam=10    # ||Enc(Dec(z)) - z||^2 / std^2
+    python benchmarks/grid_screen.py spin2 9,99,281,409 Xspin=2                 # cycle spinning: decodes over sub-cell shifts, averaged
 
 Arguments after the units: X<key>=<value> options of this script, or visualize.py overrides. The table
 in docs/ppgn.md came from these commands (its PPGN row from a DAE trained 1500 steps, val error 0.871).
@@ -64,11 +65,34 @@ class Wrapped(torch.nn.Module):
             elif pen == "grid":
                 self.last_pen = grid_power(img0)
             return img0
+        if "spin" in opts:  # cycle spinning: average decodes over sub-cell shifts of the latent
+            return spin_decode(self.g.decode, z, int(opts["spin"]))
         if opts.get("up") == "2":
             zz = F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False)
             img = self.g.decode(zz)
             return F.interpolate(img, size=z.shape[-1] * 8, mode="bilinear", antialias=True, align_corners=False)
         return self.g.decode(z)
+
+def shift_latent(z, dy, dx):
+    """z moved by (dy, dx) cells (fractions allowed): bilinear, edges replicated."""
+    n, c, h, w = z.shape
+    ys = (torch.arange(h, dtype=z.dtype) - dy).clamp(0, h - 1); xs = (torch.arange(w, dtype=z.dtype) - dx).clamp(0, w - 1)
+    y0 = ys.floor().long(); x0 = xs.floor().long(); y1 = (y0 + 1).clamp(max=h - 1); x1 = (x0 + 1).clamp(max=w - 1)
+    fy = (ys - y0).view(1, 1, h, 1); fx = (xs - x0).view(1, 1, 1, w)
+    r = z[:, :, y0] * (1 - fy) + z[:, :, y1] * fy
+    return r[..., x0] * (1 - fx) + r[..., x1] * fx
+
+def spin_decode(decode, z, n):
+    """Mean of decode(z shifted by (a/n, b/n) cells) shifted back by (8a/n, 8b/n) px, a, b in 0..n-1."""
+    cell = 8; out = 0
+    for a in range(n):
+        for b in range(n):
+            img = decode(shift_latent(z, a / n, b / n))
+            py, px = cell * a // n, cell * b // n
+            if py or px:  # move back, replicating the last rows/columns
+                img = F.pad(img, (0, px, 0, py), mode="replicate")[..., py:, px:]
+            out = out + img
+    return out / (n * n)
 
 from dgnam.generator.taef2 import TAEF2Encoder
 from dgnam.core import objectives as O
@@ -122,4 +146,5 @@ out = {"name": name, "grid_median": g.median().item(), "grid": [round(v, 3) for 
 print(json.dumps(out))
 d = REPO / "work_cache/grid" / name; d.mkdir(parents=True, exist_ok=True)
 for u, im in zip(units, imgs): save_png(im, d / f"{u}.png")
+torch.save(z, d / "latents.pt")
 with open(REPO / "work_cache/grid/results.jsonl", "a") as f: f.write(json.dumps(out) + "\n")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -148,8 +149,37 @@ def octave_sizes(size: int, n: int, scale: float) -> list[int]:
     return [max(8, round(size / scale ** (n - 1 - i))) for i in range(n)]
 
 
+def _photos(path: str | None) -> Any:
+    from dgnam.generator.data import open_source
+
+    src = path or str(Path(shared_dir()) / "data" / "imagenet50-128" / "train-*.parquet")
+    if src not in _PHOTOS:
+        _PHOTOS[src] = open_source(src)
+    return _PHOTOS[src]
+
+
+_PHOTOS: dict[str, Any] = {}
+
+
+def start_photo(path: str | None, size: int, seed: int) -> Tensor:
+    """The photo ``init.kind=photos`` starts seed ``seed`` from: one of the dataset's photos (Parquet
+    or a folder; the shared ImageNet-50 training photos by default) drawn with the seed, centre
+    square at ``size`` px; another seed, another photo."""
+    from dgnam.generator.data import center_square, decode_image, pil_to_tensor
+
+    ds = _photos(path)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(16):  # an unreadable photo: draw again
+        item = ds[int(torch.randint(len(ds), (1,), generator=g))]
+        img = decode_image(item[0] if isinstance(item, tuple) else item)
+        if img is not None:
+            return pil_to_tensor(center_square(img, size))
+    raise DgnamValueError(f"init.path={path}: 16 photos drawn in a row could not be read")
+
+
 def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int) -> Tensor:
-    """(B, 3, size, size) start images, the same for every item: noise, grey or an image file."""
+    """(B, 3, size, size) start images, the same for every item: noise, grey, an image file, or a
+    photo of a dataset drawn with the seed (``photos``: each seed and so each sample, another photo)."""
     kind = init.get("kind", "noise")
     if kind == "noise":
         g = torch.Generator().manual_seed(seed)
@@ -161,8 +191,10 @@ def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int) -> Tens
         if not init.get("path"):
             raise DgnamValueError("init.kind=image needs init.path=<image file> (or init.path=astronaut)")
         one = source_image(init["path"], size)[None]
+    elif kind == "photos":
+        one = start_photo(init.get("path"), size, seed)[None]
     else:
-        raise DgnamValueError(f"unknown init kind {kind!r}; valid: noise, grey, image")
+        raise DgnamValueError(f"unknown init kind {kind!r}; valid: noise, grey, image, photos")
     return one.expand(batch, -1, -1, -1).contiguous()
 
 

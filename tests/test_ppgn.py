@@ -248,7 +248,63 @@ def test_the_report_gives_the_diversity_of_samples_and_of_photos(compose, tmp_pa
     s = rep["summary"][0]
     assert s["diversity"] == pytest.approx(np.mean([r["diversity"] for r in rep["results"][::3]]))
     assert "photos' diversity" in (tmp_path / "rep" / "report.md").read_text()
+    # samples.png: a row per unit, its 3 samples in order; the tile at (row i, column k) is unit i's sample k
+    grid = torch.from_numpy(np.asarray(Image.open(tmp_path / "rep" / "samples.png"))).permute(2, 0, 1).float() / 255
+    tile = 192  # 64-px images enlarged (nearest) to the report's tile, 2 px padding, a 14-px caption under each
+    assert grid.shape[1:] == (2 + 2 * (tile + 14 + 2), 2 + 3 * (tile + 2))
+    for i, unit in enumerate((1, 2)):
+        rows = sorted((r for r in rep["results"] if r["unit"] == unit), key=lambda r: r["sample"])
+        for k, r in enumerate(rows):
+            png = torch.from_numpy(np.asarray(Image.open(r["source"]))).permute(2, 0, 1).float() / 255
+            y, x = 2 + i * (tile + 16), 2 + k * (tile + 2)
+            assert torch.allclose(grid[:, y : y + tile : 3, x : x + tile : 3], png, atol=1 / 255)
     from dgnam.eval.diversity import class_photos
 
     with pytest.raises(DgnamError, match=r"photos.parquet holds fewer than 3 photos of classes \[5\]"):
         class_photos(tmp_path / "photos.parquet", [1, 5], 3)
+
+
+def _color_photos(path, n: int = 6) -> list[tuple[int, int, int]]:
+    """A Parquet file of n one-colour photos (40 x 30 px, PNG); returns their colours."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    colors = [(40 * i, 255 - 40 * i, 100) for i in range(n)]
+    cells = []
+    for c in colors:
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 30), c).save(buf, "PNG")
+        cells.append({"bytes": buf.getvalue(), "path": None})
+    pq.write_table(pa.table({"image": cells, "label": list(range(n))}), path)
+    return colors
+
+
+def test_photo_starts_draw_one_photo_per_seed(compose, tmp_path):
+    """init.kind=photos: each seed (so each sample) starts from its own photo of the dataset, the same
+    for every item of a batch; the start code is the prior's encoding of that photo."""
+    from dgnam.config import make_init
+
+    colors = _color_photos(tmp_path / "p.parquet")
+    init = {"kind": "photos", "path": str(tmp_path / "p.parquet")}
+    drawn = []
+    for seed in range(8):
+        x = make_init(init, 2, 16, seed)
+        assert x.shape == (2, 3, 16, 16) and torch.equal(x[0], x[1])
+        rgb = tuple(round(v) for v in (x[0, :, 8, 8] * 255).tolist())
+        assert rgb in colors and torch.allclose(x[0], x[0, :, :1, :1].expand(3, 16, 16), atol=1 / 255)
+        drawn.append(rgb)
+        assert torch.equal(make_init(init, 1, 16, seed)[0], x[0])  # the seed alone decides
+    assert len(set(drawn)) >= 3
+    # through the loop (pixel space, one tiny step): sample k starts from seed + k's photo
+    cfg = compose(["model=custom", "model._target_=nets.cifar_net", "method=pixel", "layers=logits", "units=[0]",
+                   "steps=1", "optimizer.lr=1e-6", "image_size=16", "samples=2", "init.kind=photos",
+                   f"init.path={tmp_path / 'p.parquet'}", "output.progress=false", "priors.jitter=0",
+                   "priors.blur_every=0", "priors.decay=0"])
+    visualize.run(cfg, tmp_path / "run")
+    for k in range(2):
+        png = np.asarray(Image.open(tmp_path / "run" / "logits" / f"0_s{k}.png")).astype(float)
+        assert np.abs(png - np.asarray(drawn[k])).max() <= 2, k
+    with pytest.raises(DgnamError, match="nope.parquet"):
+        make_init({"kind": "photos", "path": str(tmp_path / "nope.parquet")}, 1, 16, 0)

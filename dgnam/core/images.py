@@ -71,3 +71,38 @@ def mse_to_psnr(mse: Tensor, peak: float = 1.0) -> Tensor:
 def to_uint8(images: Tensor) -> Tensor:
     """Images in [0, 1] -> uint8 on the CPU, rounded."""
     return (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+
+
+def grid_lines(n: int, period: int) -> tuple[list[int], list[int]]:
+    """Spectral indices of side ``n`` on the lines of a ``period``-px grid (multiples of ``n / period``
+    cycles, DC excluded) and one bin beside them (where that is no line)."""
+    step = n / period
+    on = sorted({round(k * step) for k in range(1, period)} - {0, n})
+    beside = sorted({i + d for i in on for d in (-1, 1)} - set(on) - {0})
+    return on, [i % n for i in beside]
+
+
+def grid_power_ratio(images: Tensor, period: int = 8) -> Tensor:
+    """Mean power on the spectral lines of a ``period``-px grid over the mean power beside them, per
+    image: (B, C, H, W) -> (B,), differentiable, in the images' dtype. On the luma (mean removed,
+    2-d Hann window), every row ``fy`` and column ``fx`` of a line index counts; "beside" is the
+    lines one bin away, where they cross no line. ``dgnam.eval.stats.grid_ratio`` documents the
+    numbers photos and DGN-AM images give."""
+    h, w = images.shape[-2:]
+    x = images
+    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]) if x.shape[1] == 3 else x.mean(1)
+    luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
+    win = torch.hann_window(h, periodic=False, dtype=x.dtype, device=x.device).view(h, 1) * \
+        torch.hann_window(w, periodic=False, dtype=x.dtype, device=x.device).view(1, w)
+    power = torch.fft.fft2(luma * win).abs().pow(2)  # (B, H, W)
+    (on_y, off_y), (on_x, off_x) = grid_lines(h, period), grid_lines(w, period)
+
+    def mask(rows: list[int], cols: list[int]) -> Tensor:
+        m = torch.zeros(h, w, dtype=torch.bool, device=x.device)
+        m[rows, :] = True
+        m[:, cols] = True
+        return m
+
+    on = mask(on_y, on_x)
+    off = mask(off_y, off_x) & ~on
+    return power[:, on].mean(1) / power[:, off].mean(1).clamp_min(1e-30)

@@ -125,6 +125,38 @@ def _grid(rows: Sequence[dict[str, Any]], methods: Sequence[str], judge: str | N
     return save_png(grid.float() / 255, out / "grid.png")
 
 
+def _samples_grid(rows: Sequence[dict[str, Any]], methods: Sequence[str], judge: str | None, out: Path) -> Path | None:
+    """samples.png for runs with ``samples=K``: a row per unit and method (the lowest seed), its K
+    samples side by side, each captioned with the judge's top-1 class and probability of the unit's
+    class; None when no unit has more than one sample."""
+    units, cells = _cells(rows)
+    labels = _labels(rows)
+    lines = []
+    for u in units:
+        for m in methods:
+            rs = [r for r in cells.get((u, m), []) if int(r["seed"]) == int(cells[(u, m)][0]["seed"])]
+            if len(rs) > 1:
+                lines.append((labels[u], m, sorted(rs, key=lambda r: int(r.get("sample", 0)))))
+    if not lines:
+        return None
+    k = max(len(rs) for _, _, rs in lines)
+    side = max(int(r["size"]) for r in rows)
+    imgs, caps = [], []
+    for label, m, rs in lines:
+        for i in range(k):
+            if i >= len(rs):
+                imgs.append(torch.full((3, side, side), 0.85))
+                caps.append("")
+                continue
+            r = rs[i]
+            imgs.append(load_image(r["source"]))
+            pred, p = (r.get(f"{judge}_pred"), r.get(f"{judge}_prob")) if judge else (None, None)
+            caps.append(f"{m} {label} s{r.get('sample', i)}" + (f" J={p:.2f}" if p is not None else "")
+                        + (f" [{str(pred).split(' ', 1)[-1][:18]}]" if pred else ""))
+    grid = labelled_grid(imgs, caps, cols=k, tile=max(side, 192))
+    return save_png(grid.float() / 255, out / "samples.png")
+
+
 def _copy_images(rows: list[dict[str, Any]], out: Path) -> None:
     """Copy every PNG to ``out/images/<method>/seed<k>/<layer>/<name>`` and point ``image`` there."""
     for r in rows:
@@ -195,6 +227,7 @@ def write_report(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, 
     judge_names = [j.name for j in judges]
     first = judge_names[0] if judge_names else None
     grid = _grid(rows, methods, first, out)
+    samples = _samples_grid(rows, methods, first, out)
     write_results(rows, out, name="report")
     write_results(summary, out, name="summary")
     table = _summary_table(summary, judge_names)
@@ -213,7 +246,9 @@ def write_report(out: Path, rows: list[dict[str, Any]], summary: list[dict[str, 
           _md_table(table), "", *_definitions(judges, hf_radius, stats_size), "",
           "## Side by side", "", "Rows are units, columns methods (lowest seed"
           + (f"; J = `{first}`'s probability of the class" if first else "") + ").", "",
-          f"![grid]({grid.name})", "", "## Per unit", "", cell_note, ""]
+          f"![grid]({grid.name})", "", *(["## Samples", "", "Each unit's samples (`samples=K`) in a row, "
+          "captioned with the judge's probability of the class and its top-1 class.", "",
+          f"![samples]({samples.name})", ""] if samples else []), "## Per unit", "", cell_note, ""]
     utable = [cols]
     for u in units:
         row = [labels[u]]
@@ -263,4 +298,5 @@ img{{display:block;margin:auto;image-rendering:auto}}</style></head><body>
 </body></html>
 """
     atomic_write(out / "report.html", lambda tmp: Path(tmp).write_text(page))
-    return {"md": out / "report.md", "html": out / "report.html", "grid": grid}
+    return {"md": out / "report.md", "html": out / "report.html", "grid": grid,
+            **({"samples": samples} if samples else {})}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dgnam.core.images import grid_power_ratio
 from dgnam.core.images import total_variation as image_tv
 
 HF_RADIUS = 0.25  # cycles per pixel: half the Nyquist frequency
@@ -63,30 +64,6 @@ def grid_ratio(images: Tensor, period: int = GRID_PERIOD) -> Tensor:
     3-stage latent prior (method=dgnam_deep) 1.34 (``benchmarks/grid_ratio.py``). Measure images at the size
     they were made: resizing moves the lines. Sides smaller than ``3 * period`` give NaN.
     """
-    h, w = images.shape[-2:]
-    if min(h, w) < 3 * period:
+    if min(images.shape[-2:]) < 3 * period:
         return torch.full((images.shape[0],), float("nan"))
-    x = images.double()
-    luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]) if x.shape[1] == 3 else x.mean(1)
-    luma = luma - luma.mean(dim=(-2, -1), keepdim=True)
-    win = torch.hann_window(h, periodic=False, dtype=torch.float64).view(h, 1) * \
-        torch.hann_window(w, periodic=False, dtype=torch.float64).view(1, w)
-    power = torch.fft.fft2(luma * win).abs().pow(2)  # (B, H, W)
-
-    def lines(n: int) -> tuple[list[int], list[int]]:
-        step = n / period
-        on = sorted({round(k * step) for k in range(1, period)} - {0, n})
-        beside = sorted({i + d for i in on for d in (-1, 1)} - set(on) - {0})
-        return on, [i % n for i in beside]
-
-    (on_y, off_y), (on_x, off_x) = lines(h), lines(w)
-
-    def mask(rows: list[int], cols: list[int]) -> Tensor:
-        m = torch.zeros(h, w, dtype=torch.bool)
-        m[rows, :] = True
-        m[:, cols] = True
-        return m
-
-    on = mask(on_y, on_x)
-    off = mask(off_y, off_x) & ~on  # beside the lines, where they cross no line
-    return (power[:, on].mean(1) / power[:, off].mean(1).clamp_min(1e-30)).float()
+    return grid_power_ratio(images.double(), period).float()

@@ -9,10 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from dgnam.errors import DgnamValueError
-from dgnam.generator.losses import euclidean, feature_loss, generator_adversarial_loss, image_loss, mse
+from dgnam.generator.losses import euclidean, feature_loss, generator_adversarial_loss, grid_loss, image_loss, mse
 from dgnam.generator.module import GeneratorModule
 
-LATENT_LOSS_TERMS = ("latent", "image", "feature", "perceptual", "adversarial")
+LATENT_LOSS_TERMS = ("latent", "image", "feature", "perceptual", "adversarial", "grid")
 
 
 class LatentGeneratorModule(GeneratorModule):
@@ -25,7 +25,12 @@ class LatentGeneratorModule(GeneratorModule):
       ``perceptual``: several layers of the encoder's network on Dec(H(h)) against the photo's
       (``perceptual``, a :class:`dgnam.generator.encoder.Perceptual`). They need a decode and its
       backward pass, the expensive part: they run every ``feature_every`` steps on the first
-      ``feature_items`` items of the batch (``None``: all).
+      ``feature_items`` items of the batch (``None``: all);
+    - ``grid``: how much more of the decoder's 8-px grid Dec(H(h)) carries than the photo
+      (:func:`dgnam.generator.losses.grid_loss`), on the same decoded items, and on ``grid_codes``
+      more codes away from the photos' (each a photo's code plus Gaussian noise of ``grid_noise``
+      times the batch's per-unit std, negative values set to 0: where activation maximization goes),
+      which have no photo and are held to a photo's typical grid ratio of 1.
 
     Other arguments as :class:`GeneratorModule`.
     """
@@ -35,7 +40,7 @@ class LatentGeneratorModule(GeneratorModule):
 
     def __init__(self, generator: nn.Module, *args: Any, latent_encoder: nn.Module | None = None,
                  feature_every: int = 1, feature_items: int | None = None, perceptual: nn.Module | None = None,
-                 **kwargs: Any) -> None:
+                 grid_codes: int = 0, grid_noise: float = 1.0, **kwargs: Any) -> None:
         super().__init__(generator, *args, **kwargs)
         if int(feature_every) < 1:
             raise DgnamValueError(f"loss.feature_every={feature_every} must be a positive number of steps")
@@ -45,6 +50,9 @@ class LatentGeneratorModule(GeneratorModule):
         self.feature_every = int(feature_every)
         self.feature_items = int(feature_items) if feature_items is not None else None
         self.perceptual = perceptual
+        if int(grid_codes) < 0 or float(grid_noise) < 0:
+            raise DgnamValueError(f"loss.grid_codes={grid_codes} and loss.grid_noise={grid_noise} must be >= 0")
+        self.grid_codes, self.grid_noise = int(grid_codes), float(grid_noise)
         if self.weights.get("perceptual", 0) > 0 and perceptual is None:
             raise DgnamValueError("loss.weights.perceptual > 0 needs loss.perceptual_layers: [[layer, weight], ...]")
 
@@ -69,7 +77,10 @@ class LatentGeneratorModule(GeneratorModule):
     def real(self, batch: dict[str, Tensor]) -> Tensor:
         return self.real_latents(batch)
 
+    codes: Tensor | None = None  # the step's codes, for the grid term's codes away from the photos'
+
     def fake(self, h: Tensor) -> Tensor:
+        self.codes = h.detach()
         return self.generator.latent(h)  # (B, 32, r, r)
 
     def decode_due(self) -> bool:
@@ -84,7 +95,8 @@ class LatentGeneratorModule(GeneratorModule):
         want_f = self.weights.get("feature", 0) > 0 and self.comparator is not None and feats is not None
         want_i = self.weights.get("image", 0) > 0
         want_p = self.weights.get("perceptual", 0) > 0
-        if (want_f or want_i or want_p) and self.decode_due():
+        want_g = self.weights.get("grid", 0) > 0
+        if (want_f or want_i or want_p or want_g) and self.decode_due():
             k = self.feature_items or recon.shape[0]
             img = self.generator.decoder(recon[:k])  # (k, 3, R, R), raw (training sees the raw output)
             if want_f:
@@ -93,6 +105,13 @@ class LatentGeneratorModule(GeneratorModule):
                 terms["image"] = image_loss(img, batch["image"][:k])
             if want_p:
                 terms["perceptual"] = self.perceptual(img, batch["image"][:k])
+            if want_g:
+                terms["grid"] = grid_loss(img, batch["image"][:k])
+                if self.grid_codes and self.codes is not None:
+                    h = self.codes[: self.grid_codes]
+                    h = torch.relu(h + self.grid_noise * h.std(0, keepdim=True) * torch.randn_like(h))
+                    far = self.generator.decoder(self.generator.latent(h))
+                    terms["grid"] = (k * terms["grid"] + len(h) * grid_loss(far)) / (k + len(h))
         if fake_logits is not None:
             terms["adversarial"] = generator_adversarial_loss(fake_logits)
         return terms

@@ -32,6 +32,16 @@ def feature_loss(recon_feats: Tensor, feats: Tensor) -> Tensor:
     return euclidean(recon_feats, feats)
 
 
+def grid_loss(recon: Tensor, photos: Tensor | None = None, period: int = 8) -> Tensor:
+    """How much more of a ``period``-px grid the decoded images carry than their photos (or than a
+    photo's typical 1.0 without photos): the mean over items of ``relu(log r(recon) - log r(photo))``,
+    ``r`` the spectral grid ratio (:func:`dgnam.core.images.grid_power_ratio`). An image no more
+    gridded than its photo costs nothing, so the term only ever removes a grid."""
+    r = images.grid_power_ratio(recon.float(), period).clamp_min(1e-6).log()
+    ref = images.grid_power_ratio(photos.float(), period).clamp_min(1e-6).log() if photos is not None else torch.zeros_like(r)
+    return torch.relu(r - ref).mean()
+
+
 def _ce(logits: Tensor, real: bool) -> Tensor:
     target = torch.full((logits.shape[0],), int(real), dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits.float(), target)

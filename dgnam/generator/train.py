@@ -112,7 +112,9 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     if kind == "latent":
         module = LatentGeneratorModule(generator, encoder, comparator, discriminator, latent_encoder=latent_encoder,
                                        feature_every=int(cfg.loss.get("feature_every", 1)),
-                                       feature_items=cfg.loss.get("feature_items"), perceptual=perceptual, **common)
+                                       feature_items=cfg.loss.get("feature_items"), perceptual=perceptual,
+                                       grid_codes=int(cfg.loss.get("grid_codes", 0)),
+                                       grid_noise=float(cfg.loss.get("grid_noise", 1.0)), **common)
     else:
         module = GeneratorModule(generator, encoder, comparator, discriminator, **common)
     return {"target": target, "encoder": encoder, "comparator": comparator, "generator": generator,
