@@ -60,7 +60,7 @@ def test_the_grid_term_trains_a_latent_prior(compose, tmp_path):
 
     over = [*SPATIAL_TRAIN, "+loss.weights.grid=10.0", "loss.grid_codes=2", "loss.grid_noise=1.0", "loss.feature_every=1",
             "trainer.max_steps=3"]
-    run(compose(over, name="train_generator"), out_dir=tmp_path / "run")
+    first = run(compose(over, name="train_generator"), out_dir=tmp_path / "run")
     rows = list(csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")))
     vals = [float(r["train/grid"]) for r in rows if r.get("train/grid")]
     assert len(vals) == len(rows) >= 2 and all(math.isfinite(v) and v >= 0 for v in vals)
@@ -68,3 +68,13 @@ def test_the_grid_term_trains_a_latent_prior(compose, tmp_path):
     with pytest.raises(DgnamError, match=r"loss.grid_codes=-1 and loss.grid_noise=1.0 must be >= 0"):
         run(compose([*over, "loss.grid_codes=-1"], name="train_generator"), out_dir=tmp_path / "bad")
     assert not (tmp_path / "bad" / "prior.pt").exists()
+    # a fine-tune of the same encoder takes its parent's code statistics instead of encoding the photos again
+    from dgnam.generator.prior import STAT_KEYS, load_prior
+
+    tune = run(compose([*over, f"generator.init_from={first['prior']}", "code_stats.from_init=true",
+                        "code_stats.max_images=4", "trainer.max_steps=1"], name="train_generator"), out_dir=tmp_path / "tune")
+    (_, parent), (_, child) = load_prior(first["prior"]), load_prior(tune["prior"])
+    assert all(torch.equal(parent[k], child[k]) for k in STAT_KEYS)
+    again = run(compose([*over, f"generator.init_from={first['prior']}", "code_stats.max_images=4",
+                         "trainer.max_steps=1"], name="train_generator"), out_dir=tmp_path / "again")
+    assert not torch.equal(load_prior(again["prior"])[1]["code_mean"], parent["code_mean"])  # 4 images, not 16

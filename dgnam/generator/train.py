@@ -123,9 +123,19 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
 
 def write_prior(cfg: DictConfig, dm: Any, parts: dict[str, Any], out: Path, device: torch.device,
                 extra: dict[str, Any]) -> Path:
-    """Code statistics over the training data, then G (as it is now) and them into the prior file."""
-    stats = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
-                               device)
+    """Code statistics over the training data (or those of ``generator.init_from`` with
+    ``code_stats.from_init``: the same encoder, checked when it was loaded, on the same photos), then
+    G (as it is now) and them into the prior file."""
+    init = cfg.generator.get("init_from")
+    if cfg.code_stats.get("from_init") and init:
+        from dgnam.generator.prior import STAT_KEYS, load_prior
+
+        _, info = load_prior(os.path.expanduser(str(init)))
+        stats = {k: info[k].cpu() for k in STAT_KEYS}
+        log.info("code statistics of %s (code_stats.from_init)", init)
+    else:
+        stats = compute_code_stats(dm, parts["encoder"], float(cfg.code_stats.k), cfg.code_stats.get("max_images"),
+                                   device)
     prior_path = Path(cfg.export.path) if cfg.export.get("path") else out / "prior.pt"
     try:
         save_prior(prior_path, parts["generator"].cpu().float(), parts["encoder"].describe(), stats,
