@@ -14,6 +14,7 @@ from collections.abc import Callable
 import hydra
 from omegaconf import DictConfig
 
+from dgnam.atlas import run_atlas, run_gather
 from dgnam.checks import check_finite
 from dgnam.cli import guarded, launch, run_dir
 from dgnam.config import PRIOR_NAMES, unknown_prior
@@ -30,7 +31,8 @@ from dgnam.views.receptive import run_receptive_field
 from dgnam.views.style import run_style
 
 MODES = {"am": run_am, "activation_maps": run_activation_maps, "receptive_field": run_receptive_field,
-         "inversion": run_inversion, "deepdream": run_deepdream, "style": run_style, "report": run_report}
+         "inversion": run_inversion, "deepdream": run_deepdream, "style": run_style, "report": run_report,
+         "atlas": run_atlas, "atlas_gather": run_gather}
 
 
 def run(cfg: DictConfig, out_dir: str | None = None) -> dict:

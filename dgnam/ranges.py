@@ -144,6 +144,10 @@ VISUALIZE: tuple[Range, ...] = (
     weight("style.content_weight"),
     count("report.stats_size", **N), positive("report.hf_radius"), count("report.judges.*.input_size", **N),
     count("report.judges.*.batch_size", **N),
+    count("atlas.methods.*.steps", **N), count("atlas.methods.*.image_size", 8, **N),
+    count("atlas.examples.k", why="dataset examples kept per unit"), count("atlas.examples.limit", **N),
+    count("atlas.examples.batch_size", **N), count("atlas.examples.image_size", 8, **N),
+    count("atlas.card_size", 16, why="px"), count("atlas.quality", high=100, why="JPEG quality"),
 )
 
 #: ``train_generator.py``: every preset and generator kind.
