@@ -16,6 +16,7 @@ from PIL import Image
 
 from dgnam.atlas import records as R
 from dgnam.errors import DgnamFileNotFoundError, DgnamValueError
+from dgnam.io import to_pil
 
 log = logging.getLogger(__name__)
 PhotoReader = Callable[[int], "Image.Image | None"]
@@ -75,18 +76,16 @@ def photo_reader(source: str | None, count: int | None, size: int) -> PhotoReade
     if not source or not size:
         return None
     try:
-        from dgnam.generator.data import center_square, decode_image, open_source
+        from dgnam.views.examples.source import open_examples_source
 
-        src = open_source(source)
-        if count and count < len(src):
-            src = open_source(source, limit=count)
+        src = open_examples_source(source, size, limit=count)  # the same photos the run spread its count over
     except Exception as e:  # a run made elsewhere: its photos are not here
         log.info("the photos of %s cannot be read here (%s); unit pages show the crops only", source, e)
         return None
 
     def read(i: int) -> Image.Image | None:
-        img = decode_image(src.raw(i)[0]) if 0 <= i < len(src) else None
-        return center_square(img, size) if img is not None else None
+        img = src.item(i)[0] if 0 <= i < len(src) else None
+        return to_pil(img) if img is not None else None
 
     return read
 

@@ -18,6 +18,7 @@ from dgnam.atlas.compute import record_for
 from dgnam.atlas.examples import class_names, import_units, photo_reader, read_examples
 from dgnam.atlas.plan import Plan, key_of
 from dgnam.errors import DgnamFileNotFoundError, DgnamValueError
+from dgnam.io import to_pil
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +133,14 @@ def _groups(plan: Plan, todo: dict[str, list[int]]) -> list[tuple[list[str], lis
     return [([name], todo[name], None) for name in others] + ([(logits, [], classes)] if logits else [])
 
 
+def _pil(image: Any) -> Any:
+    return to_pil(image) if image is not None else None
+
+
 def compute_examples(plan: Plan, ex: ExampleSettings, todo: dict[str, list[int]], work: Path) -> list[tuple[Path, Any]]:
     """Stream ``ex.data`` through the network for the units ``todo`` (per layer), once for them all
     where the engine allows (:func:`_groups`); per pass, its folder and a reader of its photos."""
     from dgnam.api_examples import dataset_examples
-    from dgnam.io import to_pil
 
     out = []
     for i, (layers, units, classes) in enumerate(_groups(plan, todo)):
@@ -144,5 +148,5 @@ def compute_examples(plan: Plan, ex: ExampleSettings, todo: dict[str, list[int]]
         res = dataset_examples(plan.target, ex.data, layers, units or "all", k=ex.k, classes=classes, out_dir=folder,
                                batch_size=ex.batch_size or 64, image_size=ex.image_size, device=plan.device,
                                limit=ex.limit, resume=False, progress=False)
-        out.append((folder, lambda j, src=res.source: (lambda im: to_pil(im) if im is not None else None)(src.item(j)[0])))
+        out.append((folder, lambda j, src=res.source: _pil(src.item(j)[0])))
     return out

@@ -36,8 +36,9 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 0; }
 figcaption { font-size: 11px; color: var(--muted); }
 .vis img { display: block; background: #ddd; }
-.strip { display: flex; gap: 2px; margin: .35rem 0 .2rem; }
-.strip img { width: 40px; height: 40px; object-fit: cover; }
+.strip { display: grid; grid-template-columns: repeat(6, 1fr); gap: 2px; margin: .35rem 0 .2rem; }
+.strip img { width: 100%; height: auto; aspect-ratio: 1; object-fit: cover; display: block; }
+.strip .none { grid-column: 1 / -1; }
 .none { color: var(--muted); font-size: 12px; }
 svg.hist { display: block; }
 .big { display: flex; flex-wrap: wrap; gap: 1rem; }
@@ -97,10 +98,10 @@ def img(src: str, alt: str, width: int, height: int | None = None, lazy: bool = 
 
 
 def histogram(hist: Mapping[str, Sequence[float]] | None, width: int = 260, height: int = 64,
-              threshold: float | None = None) -> str:
+              threshold: float | None = None, caption: bool = True) -> str:
     """An activation histogram as inline SVG: a bar per bin, heights on a log scale (log(1 + count), so
-    the rare high values that make the examples stay visible), the edges' range below, and a red line
-    at ``threshold`` (the k-th example's value)."""
+    the rare high values that make the examples stay visible), the edges' range below (and with
+    ``caption`` how many values it counts), and a red line at ``threshold`` (the k-th example's value)."""
     if not hist or not hist.get("counts") or len(hist.get("edges", [])) != len(hist["counts"]) + 1:
         return '<p class="none">no histogram</p>'
     edges, counts = [float(e) for e in hist["edges"]], [max(0.0, float(c)) for c in hist["counts"]]
@@ -131,8 +132,8 @@ def histogram(hist: Mapping[str, Sequence[float]] | None, width: int = 260, heig
             f'<g fill="#4a6fa5">{"".join(bars)}</g>{zero}{mark}'
             f'<text x="0" y="{height - 2}" font-size="10" fill="#5d6570">{esc(fmt(lo))}</text>'
             f'<text x="{width}" y="{height - 2}" font-size="10" fill="#5d6570" text-anchor="end">{esc(fmt(hi))}</text>'
-            f'<text x="{width / 2:.0f}" y="{height - 2}" font-size="10" fill="#5d6570" text-anchor="middle">'
-            f'{total} values, log counts</text></svg>')
+            + (f'<text x="{width / 2:.0f}" y="{height - 2}" font-size="10" fill="#5d6570" text-anchor="middle">'
+               f'{total} values, log counts</text>' if caption else "") + '</svg>')
 
 
 def title_of(rec: Mapping[str, Any]) -> str:
@@ -154,8 +155,8 @@ def card(rec: Mapping[str, Any], methods: Sequence[str], up: str, size: int, str
     strip_html = ("".join(img(up + c, f"example {i + 1}", 40) for i, c in enumerate(crops[:strip]))
                   if crops else '<span class="none">no dataset examples</span>')
     values = ex.get("values") or []
-    hist = histogram(ex.get("hist"), width=len(figs or [1]) * (size + 4) - 4, height=48,
-                     threshold=values[-1] if values else None) if ex else ""
+    hist = histogram(ex.get("hist"), width=max(200, len(figs or [1]) * (size + 4) - 4), height=44,
+                     threshold=values[-1] if values else None, caption=False) if ex else ""
     return (f'<div class="card" id="u{int(rec["unit"])}"><a class="title" href="{esc(href)}">{esc(title_of(rec))}</a>'
             f'<div class="vis">{"".join(figs) or "<span class=none>no images</span>"}</div>'
             f'<div class="strip">{strip_html}</div>{hist}</div>')

@@ -160,7 +160,7 @@ def _examples_html(ex: Mapping[str, Any] | None, up: str) -> list[str]:
     out = [f'<h2>Top {len(items)} dataset examples</h2><p class="meta">from {esc(ex.get("source") or "?")}; '
            f'value and the photo\'s class</p><div class="examples">{"".join(items)}</div>']
     full, boxes, size = ex.get("full") or [], ex.get("boxes") or [], ex.get("image_size") or 0
-    if full and size:
+    if full and size and boxes:  # a flat layer's crops are its whole photos already
         photos = []
         for i, rel in enumerate(full):
             box = ""
@@ -170,9 +170,9 @@ def _examples_html(ex: Mapping[str, Any] | None, up: str) -> list[str]:
             photos.append(f'<figure><div class="photo">{img(up + rel, f"photo of example {i + 1}", 192)}{box}</div>'
                           f'<figcaption>#{i + 1} · photo {esc(ex["indices"][i])}</figcaption></figure>')
         field = ex.get("field")
-        what = (f"the yellow box is the receptive field ({esc(field['size'][0])} × {esc(field['size'][1])} px) "
-                f"around the strongest position" if field and boxes else "the whole photo is the unit's input")
-        out.append(f'<h2>The photos</h2><p class="meta">as the network saw them ({esc(size)} px); {what}</p>'
+        what = f" ({esc(field['size'][0])} × {esc(field['size'][1])} px)" if field else ""
+        out.append(f'<h2>Where in the photos</h2><p class="meta">The photos as the network saw them ({esc(size)} px); the '
+                   f'yellow box is the receptive field{what} of the strongest position.</p>'
                    f'<div class="photos">{"".join(photos)}</div>')
     values_t = values[-1] if values else None
     out.append(f'<h2>Activations over the dataset</h2>{histogram(ex.get("hist"), 640, 160, values_t)}'
