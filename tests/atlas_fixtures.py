@@ -28,7 +28,7 @@ def examples_run(folder: Path, source: Path, layers: Mapping[str, tuple[int, boo
                  n: int = 12) -> Path:
     """``folder/examples.json`` for ``layers`` ({name: (units, spatial)}): unit u's examples are the
     photos (u + j) % n with values 10 - j + u / 10, labels (u + j) % 10; spatial layers have
-    positions and boxes (the photo's top-left quarter), every unit a histogram."""
+    positions and boxes (rows 2-18, columns 4-12), every unit a histogram."""
     out: dict = {"version": 1, "model": {"name": "cifar_net"},
                  "dataset": {"source": str(source), "count": n, "seen": n, "skipped": 0},
                  "k": k, "image_size": SIZE, "layers": {}}
@@ -45,7 +45,7 @@ def examples_run(folder: Path, source: Path, layers: Mapping[str, tuple[int, boo
             units[str(u)] = {"values": [10.0 - j + u / 10 for j in range(k)], "indices": idx,
                              "labels": [(u + j) % 10 for j in range(k)],
                              "positions": [[2, 3]] * k if spatial else None,
-                             "boxes": [[0, 0, 16, 16]] * k if spatial else None,
+                             "boxes": [[2, 4, 18, 12]] * k if spatial else None,
                              "strip": f"strips/{layer}/{u}.png", "crops": crops,
                              "hist": {"edges": [-2.0, 0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0], "counts": [3, 40, 22, 9, 4, 2, 1]}}
         out["layers"][layer] = {"shape": [count, 16, 16] if spatial else [count], "kind": "conv" if spatial else "linear",

@@ -122,7 +122,7 @@ def test_records_carry_the_examples_and_class_names(compose, data, tmp_path):
     rec = json.loads((out / "records" / "body.3" / "2.json").read_text())
     ex = rec["examples"]
     assert ex["values"] == [10.2, 9.2, 8.2] and ex["indices"] == [2, 3, 4] and ex["labels"] == [2, 3, 4]
-    assert ex["boxes"] == [[0, 0, 16, 16]] * 3 and len(ex["crops"]) == 3
+    assert ex["boxes"] == [[2, 4, 18, 12]] * 3 and len(ex["crops"]) == 3
     assert all((out / c).is_file() for c in ex["crops"] + ex["full"])
     # the photos are the ones the examples name (photo 3 is tinted in its first channel)
     from PIL import Image
@@ -134,8 +134,8 @@ def test_records_carry_the_examples_and_class_names(compose, data, tmp_path):
     assert logit["name"] == "bird" and logit["layer_info"]["logits"]
     page = (out / "units" / "head" / "2.html").read_text()
     assert "unit 2: bird" in page
-    # the box is drawn where the record says: [0, 0, 16, 16] of a 32-px photo
-    assert "top:0.00%;left:0.00%;height:50.00%;width:50.00%" in (out / "units" / "body.3" / "2.html").read_text()
+    # the box is drawn where the record says: [top 2, left 4, bottom 18, right 12] of a 32-px photo
+    assert "top:6.25%;left:12.50%;height:50.00%;width:25.00%" in (out / "units" / "body.3" / "2.html").read_text()
     assert "no dataset examples" in (out / "layers" / "body.0.html").read_text()  # the run has none for body.0
 
 
@@ -178,7 +178,7 @@ def test_a_failed_build_leaves_the_site_as_it_was(compose, data, tmp_path, monke
     with pytest.raises(RuntimeError, match="planted"):
         build(compose, data, out, "units=first:4")
     assert (out / "index.html").read_bytes() == before
-    assert not (out / "units" / "body.0" / "3.html").exists()
+    assert not (out / "units" / "body.3" / "3.html").exists()  # (its examples were imported before the failure)
 
 
 def test_shards_gathered_make_the_site_of_one_build(compose, data, tmp_path):

@@ -26,6 +26,7 @@ table { border-collapse: collapse; background: var(--card); }
 th, td { border: 1px solid var(--line); padding: .3rem .6rem; text-align: left; vertical-align: middle; }
 th { background: #eceef2; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.peek { white-space: nowrap; }
 .peek img { width: 40px; height: 40px; margin-right: 2px; vertical-align: middle; }
 .cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(var(--cardw, 300px), 1fr)); gap: .8rem; }
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 6px; padding: .5rem; }
@@ -64,6 +65,9 @@ JS = """document.addEventListener("keydown", function (e) {
 """
 
 
+WIDE = ' fill="#a9bcd8"'  # the fill of a bin wider than the usual ones (the under- and overflow bins)
+
+
 def esc(text: Any) -> str:
     """Any value as HTML text (quotes escaped too: safe inside attributes)."""
     return html.escape(str(text), quote=True)
@@ -100,7 +104,8 @@ def img(src: str, alt: str, width: int, height: int | None = None, lazy: bool = 
 def histogram(hist: Mapping[str, Sequence[float]] | None, width: int = 260, height: int = 64,
               threshold: float | None = None, caption: bool = True) -> str:
     """An activation histogram as inline SVG: a bar per bin, heights on a log scale (log(1 + count), so
-    the rare high values that make the examples stay visible), the edges' range below (and with
+    the rare high values that make the examples stay visible; a bin wider than most, such as an
+    under- or overflow bin, is paler), the edges' range below (and with
     ``caption`` how many values it counts), and a red line at ``threshold`` (the k-th example's value)."""
     if not hist or not hist.get("counts") or len(hist.get("edges", [])) != len(hist["counts"]) + 1:
         return '<p class="none">no histogram</p>'
@@ -113,13 +118,17 @@ def histogram(hist: Mapping[str, Sequence[float]] | None, width: int = 260, heig
     def x(v: float) -> float:
         return (v - lo) / span * width
 
+    widths = sorted(b - a for a, b in zip(edges, edges[1:]))
+    usual = widths[len(widths) // 2]
     bars = []
     for a, b, c in zip(edges, edges[1:], counts):
         if c <= 0:
             continue
         h = max(1.0, math.log1p(c) / top * plot_h)
+        wide = b - a > 1.5 * usual  # an under- or overflow bin: wider than the others, drawn paler
         bars.append(f'<rect x="{x(a):.1f}" y="{plot_h - h:.1f}" width="{max(0.8, x(b) - x(a) - 0.3):.1f}" '
-                    f'height="{h:.1f}"><title>{esc(fmt(a))} to {esc(fmt(b))}: {int(c)}</title></rect>')
+                    f'height="{h:.1f}"{WIDE if wide else ""}><title>{esc(fmt(a))} to {esc(fmt(b))}: {int(c)}'
+                    f'</title></rect>')
     mark = ""
     if threshold is not None and lo <= threshold <= hi:
         mark = (f'<line x1="{x(threshold):.1f}" x2="{x(threshold):.1f}" y1="0" y2="{plot_h}" stroke="#b3261e" '
