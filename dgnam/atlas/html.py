@@ -166,7 +166,8 @@ def card(rec: Mapping[str, Any], methods: Sequence[str], up: str, size: int, str
     values = ex.get("values") or []
     hist = histogram(ex.get("hist"), width=max(200, len(figs or [1]) * (size + 4) - 4), height=44,
                      threshold=values[-1] if values else None, caption=False) if ex else ""
-    return (f'<div class="card" id="u{int(rec["unit"])}"><a class="title" href="{esc(href)}">{esc(title_of(rec))}</a>'
+    return (f'<div class="card" id="u{int(rec["unit"])}"><a class="title" href="{esc(href)}" '
+            f'title="{esc(title_of(rec))}">{esc(title_of(rec))}</a>'
             f'<div class="vis">{"".join(figs) or "<span class=none>no images</span>"}</div>'
             f'<div class="strip">{strip_html}</div>{hist}</div>')
 
