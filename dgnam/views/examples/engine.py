@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,11 +170,13 @@ def _uninterrupted() -> Iterator[None]:
 def run_pass(target: Target, source: ExampleSource, plans: Sequence[LayerPlan], k: int, *, batch_size: int = 64,
              bins: int = 40, warmup: int = 512, workers: int = 0, checkpoint: Path | None = None,
              checkpoint_every: int = 50, resume: bool = True, max_batches: int | None = None,
-             fingerprint: dict[str, Any] | None = None, progress: bool = True) -> PassState:
+             fingerprint: dict[str, Any] | None = None, progress: bool = True,
+             on_start: Callable[[], None] | None = None) -> PassState:
     """Stream ``source`` once through ``target`` (or what a checkpoint left of it) and return the state.
 
     ``max_batches``: stop after that many batches of this call (the state is saved; run again to go on).
-    Unreadable images are skipped and counted; the checkpoint is written only once an image was seen."""
+    Unreadable images are skipped and counted; the checkpoint is written only once an image was seen.
+    ``on_start`` is called once the checkpoint (if any) was accepted, before any image is read."""
     state = PassState({p.layer: (TopK(len(p.units), k, p.kind == "conv"), Histogram(len(p.units), bins, warmup))
                        for p in plans})
     fingerprint = dict(fingerprint or {})
@@ -184,6 +186,8 @@ def run_pass(target: Target, source: ExampleSource, plans: Sequence[LayerPlan], 
             log.info("resuming from %s: %d of %d images done", checkpoint, state.next, len(source))
     if state.done:
         return state
+    if on_start is not None:
+        on_start()
     device = target.mean.device
     layers = [p.layer for p in plans]
     chosen = {p.layer: torch.tensor(p.units, dtype=torch.long) for p in plans}
