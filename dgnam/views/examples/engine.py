@@ -153,8 +153,10 @@ def _batches(start: int, n: int, size: int) -> Iterator[list[int]]:
 
 @contextlib.contextmanager
 def _uninterrupted() -> Iterator[None]:
-    """Ctrl-C waits until the block is done (the state is updated as a whole or not at all)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Ctrl-C waits until the block is done (the state is updated as a whole or not at all); a process
+    that handles or ignores SIGINT its own way is left as it is."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
     hit: list[int] = []
