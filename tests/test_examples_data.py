@@ -212,7 +212,7 @@ def test_a_checkpoint_of_other_settings_is_refused(photos, tmp_path):
 
 def test_an_unreadable_photo_is_skipped_and_counted(photos, tmp_path, caplog):
     with caplog.at_level("WARNING"):
-        ex = dgnam.dataset_examples(tiny(), photos, ["fc2"], "all", k=N, out_dir=tmp_path / "o")
+        ex = dgnam.dataset_examples(tiny(), photos, ["fc2"], "all", k=N, out_dir=tmp_path / "o", strips=False)
     bad = next(i for i in range(N) if ex.source.item(i)[0] is None)
     assert ex.doc["dataset"] | {"label_names": None} == {
         "source": str(photos), "count": N, "seen": N - 1, "skipped": 1, "skipped_first": [bad], "label_names": None}
