@@ -11,7 +11,7 @@ The package, by layer (each imports only from the layers above it):
 - ``dgnam.generator``: generator priors: architectures, the DeePSiM training module, data, caches,
   the prior file format.
 - ``dgnam.views``: the modes of ``visualize.py`` (activation maximization, activation maps, feature
-  inversion, receptive fields), from a config to files.
+  inversion, receptive fields, dataset examples), from a config to files.
 - ``dgnam.eval``: judges, image statistics and the comparison report.
 - ``dgnam.config`` (checks and builders every mode shares), ``dgnam.io`` (images in, files out),
   ``dgnam.cli`` (Hydra entry glue), ``dgnam.errors``, ``dgnam.safeload``, ``dgnam.paths``.

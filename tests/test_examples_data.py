@@ -167,6 +167,8 @@ def test_a_stopped_pass_resumes_to_the_result_of_an_uninterrupted_one(photos, tm
     assert rest.finished and rest.doc["pass"]["images"] == N - 9  # only what the checkpoint had not seen
     _same(whole, rest)
     assert rest.doc["layers"] == whole.doc["layers"]
+    again = dgnam.dataset_examples(tiny(), photos, **KW, out_dir=out, resume=False, max_batches=1)
+    assert not again.finished and not (out / "examples.json").exists()  # a new pass: the old result is gone
 
 
 def test_ctrl_c_saves_the_state_and_a_second_call_resumes(photos, tmp_path, monkeypatch):
@@ -182,12 +184,12 @@ def test_ctrl_c_saves_the_state_and_a_second_call_resumes(photos, tmp_path, monk
 
     monkeypatch.setattr(engine, "unit_values", interrupted)
     out = tmp_path / "b"
-    with pytest.raises(KeyboardInterrupt):
-        dgnam.dataset_examples(tiny(), photos, **KW, out_dir=out)
+    with pytest.raises(KeyboardInterrupt):  # no checkpoint before it: the one written as it stops
+        dgnam.dataset_examples(tiny(), photos, **{**KW, "checkpoint_every": 100}, out_dir=out)
     monkeypatch.setattr(engine, "unit_values", real)
     saved = torch.load(out / engine.CHECKPOINT_NAME, weights_only=True)
     assert saved["next"] == 12 and not saved["done"] and not (out / "examples.json").exists()
-    rest = dgnam.dataset_examples(tiny(), photos, **KW, out_dir=out)
+    rest = dgnam.dataset_examples(tiny(), photos, **{**KW, "checkpoint_every": 100}, out_dir=out)
     assert rest.doc["pass"]["images"] == N - 12
     _same(whole, rest)
 
@@ -210,7 +212,7 @@ def test_a_checkpoint_of_other_settings_is_refused(photos, tmp_path):
 
 def test_an_unreadable_photo_is_skipped_and_counted(photos, tmp_path, caplog):
     with caplog.at_level("WARNING"):
-        ex = dgnam.dataset_examples(tiny(), photos, ["fc2"], "all", k=N, out_dir=tmp_path / "o")
+        ex = dgnam.dataset_examples(tiny(), photos, ["fc2"], "all", k=N, out_dir=tmp_path / "o", strips=False)
     bad = next(i for i in range(N) if ex.source.item(i)[0] is None)
     assert ex.doc["dataset"] | {"label_names": None} == {
         "source": str(photos), "count": N, "seen": N - 1, "skipped": 1, "skipped_first": [bad], "label_names": None}

@@ -16,7 +16,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,8 +153,10 @@ def _batches(start: int, n: int, size: int) -> Iterator[list[int]]:
 
 @contextlib.contextmanager
 def _uninterrupted() -> Iterator[None]:
-    """Ctrl-C waits until the block is done (the state is updated as a whole or not at all)."""
-    if threading.current_thread() is not threading.main_thread():
+    """Ctrl-C waits until the block is done (the state is updated as a whole or not at all); a process
+    that handles or ignores SIGINT its own way is left as it is."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
     hit: list[int] = []
@@ -170,11 +172,13 @@ def _uninterrupted() -> Iterator[None]:
 def run_pass(target: Target, source: ExampleSource, plans: Sequence[LayerPlan], k: int, *, batch_size: int = 64,
              bins: int = 40, warmup: int = 512, workers: int = 0, checkpoint: Path | None = None,
              checkpoint_every: int = 50, resume: bool = True, max_batches: int | None = None,
-             fingerprint: dict[str, Any] | None = None, progress: bool = True) -> PassState:
+             fingerprint: dict[str, Any] | None = None, progress: bool = True,
+             on_start: Callable[[], None] | None = None) -> PassState:
     """Stream ``source`` once through ``target`` (or what a checkpoint left of it) and return the state.
 
     ``max_batches``: stop after that many batches of this call (the state is saved; run again to go on).
-    Unreadable images are skipped and counted; the checkpoint is written only once an image was seen."""
+    Unreadable images are skipped and counted; the checkpoint is written only once an image was seen.
+    ``on_start`` is called once the checkpoint (if any) was accepted, before any image is read."""
     state = PassState({p.layer: (TopK(len(p.units), k, p.kind == "conv"), Histogram(len(p.units), bins, warmup))
                        for p in plans})
     fingerprint = dict(fingerprint or {})
@@ -184,6 +188,8 @@ def run_pass(target: Target, source: ExampleSource, plans: Sequence[LayerPlan], 
             log.info("resuming from %s: %d of %d images done", checkpoint, state.next, len(source))
     if state.done:
         return state
+    if on_start is not None:
+        on_start()
     device = target.mean.device
     layers = [p.layer for p in plans]
     chosen = {p.layer: torch.tensor(p.units, dtype=torch.long) for p in plans}

@@ -49,11 +49,17 @@ def run_dataset_examples(cfg: DictConfig, out_dir: str | Path, target: Target | 
                    "layers": [target.resolve(p.layer) for p in plans], "units": [p.units for p in plans],
                    "k": k, "image_size": size, "bins": bins, "warmup": warmup}
     max_batches = opt("max_batches")
+
+    def stale() -> None:  # an earlier result goes before a new pass or any of its files change
+        for name in ("examples.json", "examples.parquet"):
+            (out / name).unlink(missing_ok=True)
+
     state = run_pass(target, source, plans, k, batch_size=batch_size, bins=bins, warmup=warmup,
                      workers=int(opt("workers", 0) or 0), checkpoint=out / CHECKPOINT_NAME,
                      checkpoint_every=positive_int(cfg, "examples.checkpoint_every", default=50),
                      resume=bool(opt("resume", True)), max_batches=None if max_batches is None else int(max_batches),
-                     fingerprint=fingerprint, progress=bool(OmegaConf.select(cfg, "output.progress", default=True)))
+                     fingerprint=fingerprint, progress=bool(OmegaConf.select(cfg, "output.progress", default=True)),
+                     on_start=stale)
     if state.skipped:
         log.warning("skipped %d unreadable images of %d (first indices: %s)", state.skipped, len(source),
                     ", ".join(map(str, state.skipped_first)))
@@ -65,8 +71,7 @@ def run_dataset_examples(cfg: DictConfig, out_dir: str | Path, target: Target | 
         return {"out_dir": str(out), "finished": False, "results": [], "state": state, "source": source, "plans": plans}
     if state.seconds > 0 and state.streamed:
         log.info("%d images in %.1f s: %.1f images/s", state.streamed, state.seconds, state.streamed / state.seconds)
-    for name in ("examples.json", "examples.parquet"):  # an earlier result goes before any of its files change
-        (out / name).unlink(missing_ok=True)
+    stale()
     doc = write_outputs(out, target, source, plans, state, k=k, size=size,
                         tile=positive_int(cfg, "examples.tile", default=112),
                         crop_size=positive_int(cfg, "examples.crop_size", default=128),
