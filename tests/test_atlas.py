@@ -139,6 +139,35 @@ def test_records_carry_the_examples_and_class_names(compose, data, tmp_path):
     assert "no dataset examples" in (out / "layers" / "body.0.html").read_text()  # the run has none for body.0
 
 
+def test_examples_computed_by_the_engine_are_the_top_photos(compose, data, tmp_path):
+    """atlas.examples.data streams the photos through dgnam.dataset_examples; the examples it keeps
+    are the photos whose logit is highest, as the network computes them here directly."""
+    import numpy as np
+    import torch
+    from nets import cifar_net
+    from PIL import Image
+
+    out = tmp_path / "atlas"
+    build(compose, data, out, "layers=[body.3,head]", "atlas.methods=[pixel]", "atlas.examples.run=null",
+          f"atlas.examples.data={data['photos']}", "atlas.examples.k=3")
+    files = sorted(data["photos"].glob("*.png"))
+    x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1)
+                     for f in files]).float() / 255
+    mean, std = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = cifar_net().eval()((x - mean) / std)
+    for u in range(3):
+        ex = json.loads((out / "records" / "head" / f"{u}.json").read_text())["examples"]
+        top = logits[:, u].topk(3)
+        assert ex["indices"] == top.indices.tolist()
+        assert ex["values"] == pytest.approx(top.values.tolist(), abs=1e-4)
+        assert all((out / c).is_file() for c in ex["crops"])
+    conv = json.loads((out / "records" / "body.3" / "1.json").read_text())["examples"]
+    assert len(conv["crops"]) == 3 and len(conv["boxes"]) == 3 and conv["field"]["size"][0] > 1
+    assert all((out / f).is_file() for f in conv["full"])
+    assert not list(out.glob(".examples-*"))  # the engine's own folder is gone
+
+
 def test_a_second_build_computes_nothing_and_a_grown_one_only_the_new(compose, data, tmp_path, counted):
     out = tmp_path / "atlas"
     build(compose, data, out)

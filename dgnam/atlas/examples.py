@@ -132,7 +132,8 @@ def import_units(folder: Path, ex: Mapping[str, Any], wanted: Mapping[str, Seque
                 "key": key, "source": ex.get("dataset", {}).get("source"), "k": ex.get("k"), "image_size": size,
                 "field": lex.get("field"), "values": e.get("values") or [], "indices": e.get("indices") or [],
                 "labels": labels,
-                "label_names": [names[i] if names and 0 <= i < len(names) else None for i in labels] if labels else None,
+                "label_names": [names[i] if names and isinstance(i, int) and 0 <= i < len(names) else None
+                                for i in labels] if labels else None,
                 "positions": e.get("positions"), "boxes": e.get("boxes"), "crops": crops,
                 "full": full if full and all(full) else None, "hist": e.get("hist")}
     return out
