@@ -258,6 +258,11 @@ def test_gathering_a_folder_without_records_is_one_line(compose, data, tmp_path)
     with pytest.raises(DgnamError, match=f"atlas.sources: {empty} holds no atlas records") as err:
         visualize.run(compose(["experiment=atlas_gather", f"atlas.sources=[{good},{empty}]"]), str(out))
     assert "\n" not in str(err.value) and (not out.exists() or not any(out.iterdir()))
+    other = tmp_path / "other"  # another network: other weights, another fingerprint
+    build(compose, data, other, "layers=[body.3]", "+model.num_classes=5", "model.class_names=null", "atlas.examples.run=null")
+    with pytest.raises(DgnamError, match="atlas.sources hold the records of 2 models") as err:
+        visualize.run(compose(["experiment=atlas_gather", f"atlas.sources=[{good},{other}]"]), str(out))
+    assert "\n" not in str(err.value) and (not out.exists() or not any(out.iterdir()))
 
 
 def test_the_histogram_draws_the_counts():

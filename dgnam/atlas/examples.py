@@ -24,7 +24,7 @@ PhotoReader = Callable[[int], "Image.Image | None"]
 
 def read_examples(folder: Path) -> dict[str, Any]:
     """``<folder>/examples.json`` (or the file itself), checked for its version and layers."""
-    path = folder / "examples.json" if folder.is_dir() else folder
+    path = folder if folder.suffix == ".json" else folder / "examples.json"
     if not path.is_file():
         raise DgnamFileNotFoundError(f"dataset examples not found: {path} (give the folder of an "
                                      f"experiment=dataset_examples run, which holds examples.json)")
@@ -108,7 +108,7 @@ def import_units(folder: Path, ex: Mapping[str, Any], wanted: Mapping[str, Seque
                  names: Sequence[str] | None, read: PhotoReader | None, quality: int = 85) -> dict[tuple[str, int], dict]:
     """The examples entry of every wanted (layer, unit) that ``ex`` holds, its crops copied under
     ``ex/<layer>/<unit>/`` of the atlas ``root``; units it lacks are left out."""
-    base = folder if folder.is_dir() else folder.parent
+    base = folder.parent if folder.suffix == ".json" else folder
     size = int(ex.get("image_size") or 0)
     out: dict[tuple[str, int], dict] = {}
     for layer, units in wanted.items():

@@ -17,7 +17,7 @@ from dgnam.atlas import records as R
 from dgnam.atlas.compute import record_for
 from dgnam.atlas.examples import class_names, import_units, photo_reader, read_examples
 from dgnam.atlas.plan import Plan, key_of
-from dgnam.errors import DgnamFileNotFoundError, DgnamValueError
+from dgnam.errors import DgnamError, DgnamValueError
 from dgnam.io import to_pil
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,12 @@ class ExampleSettings:
         if unknown:
             raise DgnamValueError(f"unknown key atlas.examples.{unknown[0]}; valid: {', '.join(cls.__dataclass_fields__)}")
         out = cls(**e)
-        if out.run and not (Path(out.run) / "examples.json").is_file() and not Path(out.run).is_file():
-            raise DgnamFileNotFoundError(f"atlas.examples.run={out.run}: no examples.json there (give the folder of an "
-                                         f"experiment=dataset_examples run, or null)")
+        if out.run:
+            try:
+                read_examples(Path(out.run))  # there, readable, of version 1
+            except DgnamError as err:
+                raise type(err)(f"atlas.examples.run={out.run}: {err}") from None
         return out
-
-    def check(self, plan: Plan) -> None:
-        if self.data and not self.run:
-            return
-        if self.run:
-            read_examples(Path(self.run))  # readable, version 1
 
     def key(self, plan: Plan, ex: dict[str, Any] | None = None) -> str:
         if ex is not None:

@@ -116,6 +116,10 @@ def gather(sources: Iterable[str | Path], dest: Path) -> int:
             raise DgnamValueError(f"atlas.sources: {src} holds no atlas records (records/<layer>/<unit>.json); give "
                                   f"folders written by experiment=atlas (a run folder, a shard's job folder or a sweep)")
         found += recs
+    models = {(r["model"]["name"], r["model"]["fingerprint"]) for r in [rec for _, rec in found] + find(dest)}
+    if len(models) > 1:
+        raise DgnamValueError(f"atlas.sources hold the records of {len(models)} models "
+                              f"({', '.join(f'{n} {f}' for n, f in sorted(models))}); an atlas shows one model")
     for root, rec in found:
         for rel in files_of(rec):
             if (root / rel).is_file():
