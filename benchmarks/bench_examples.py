@@ -26,7 +26,7 @@ from dgnam.views.examples.engine import plan_units, run_pass
 from dgnam.views.examples.source import open_examples_source
 
 LAYERS = ["features.3.add", "features.6.add", "features.10.add", "features.13.add", "features.16.add",
-          "features.18", "logits"]
+          "features.17.conv.3", "logits"]
 CLASSES = [1, 22, 107, 130, 145, 207, 291, 323, 340, 388, 417, 483, 574, 609, 779, 850, 920, 950, 963, 980]
 
 

@@ -322,3 +322,16 @@ def test_the_shared_mobilenet_finds_each_class_among_real_photos(tmp_path):
     lay = ex["logits"]
     assert lay.labels[:, 0].tolist() == classes
     assert [(lay.labels[r] == c).sum().item() >= 3 for r, c in enumerate(classes)] == [True] * 4
+
+
+def test_units_whose_examples_tie_at_a_clipped_value_are_named(photos, tmp_path, caplog):
+    net = nn.Sequential(nn.Conv2d(3, 2, 1), nn.Hardtanh(0.0, 1.0))  # unit 0 saturates on every photo, unit 1 never
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([10.0, 0.01])[:, None, None, None].expand(2, 3, 1, 1))
+        net[0].bias.zero_()
+    target = Target(net, mean=(0.5,) * 3, std=(0.25,) * 3, name="clipped", input_size=32)
+    with caplog.at_level("WARNING"):
+        ex = dgnam.dataset_examples(target, photos, ["1"], k=4, strips=False, out_dir=tmp_path / "o")
+    assert ex.doc["layers"]["1"]["tied_units"] == [0]
+    assert ex["1"].values[0].tolist() == [1.0] * 4 and ex["1"].indices[0].tolist() == [0, 1, 2, 3]
+    assert any("1: 1 of 2 units have 4 examples of one value (1 for unit 0" in r.getMessage() for r in caplog.records)

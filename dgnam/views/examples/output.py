@@ -109,6 +109,22 @@ def unit_rows(state: PassState, plan: LayerPlan, field: Field | None, size: int)
     return rows
 
 
+def tied_units(state: PassState, plan: LayerPlan) -> list[int]:
+    """The units whose k examples all have one value (a clipped activation, ReLU6's 6, reached by more
+    than k photos): their examples are merely the first photos that reach it."""
+    topk = state.layers[plan.layer][0]
+    if topk.k < 2:
+        return []
+    tied = (topk.values[:, 0] == topk.values[:, -1]) & (topk.indices[:, -1] != EMPTY)
+    units = [u for u, t in zip(plan.units, tied.tolist()) if t]
+    if units:
+        log.warning("%s: %d of %d units have %d examples of one value (%g for unit %d: a clipped activation such as "
+                    "ReLU6?); they are the first photos that reach it: the layer before the clipping ranks them",
+                    plan.layer, len(units), len(plan.units), topk.k, float(topk.values[plan.units.index(units[0]), 0]),
+                    units[0])
+    return units
+
+
 def write_unit_files(rows: list[dict[str, Any]], plan: LayerPlan, source: ExampleSource, out: Path, *,
                      model: str, seen: int, tile: int, crop_size: int, strips: bool) -> None:
     """Labels, strips and crops of one layer's units (adds ``labels``, ``strip``, ``crops`` to each row)."""
@@ -172,6 +188,7 @@ def write_outputs(out: Path, target: Target, source: ExampleSource, plans: Seque
         keep_field = f is not None and plan.kind == "conv" and f.size is not None
         layers[plan.layer] = {
             "shape": list(plan.shape), "kind": plan.kind, "node": target.resolve(plan.layer),
+            "tied_units": tied_units(state, plan),
             "field": {"size": list(f.size), "stride": list(f.stride), "start": list(f.start)} if keep_field else None,
             "units": {str(row.pop("unit")): row for row in rows}}
     rate = state.streamed / state.seconds if state.streamed and state.seconds > 0 else None

@@ -13,7 +13,7 @@ from dgnam.config import build_target_from_cfg
 from dgnam.core.models import Target, pick_device
 from dgnam.errors import DgnamValueError
 from dgnam.views.common import layer_list
-from dgnam.views.examples.engine import CHECKPOINT_NAME, model_fingerprint, plan_units, run_pass
+from dgnam.views.examples.engine import CHECKPOINT_NAME, model_fingerprint, one_thread, plan_units, run_pass
 from dgnam.views.examples.output import write_outputs
 from dgnam.views.examples.source import open_examples_source
 
@@ -72,10 +72,11 @@ def run_dataset_examples(cfg: DictConfig, out_dir: str | Path, target: Target | 
     if state.seconds > 0 and state.streamed:
         log.info("%d images in %.1f s: %.1f images/s", state.streamed, state.seconds, state.streamed / state.seconds)
     stale()
-    doc = write_outputs(out, target, source, plans, state, k=k, size=size,
-                        tile=positive_int(cfg, "examples.tile", default=112),
-                        crop_size=positive_int(cfg, "examples.crop_size", default=128),
-                        strips=bool(opt("strips", True)))
+    with one_thread():
+        doc = write_outputs(out, target, source, plans, state, k=k, size=size,
+                            tile=positive_int(cfg, "examples.tile", default=112),
+                            crop_size=positive_int(cfg, "examples.crop_size", default=128),
+                            strips=bool(opt("strips", True)))
     rows = [{"layer": la, "unit": int(u), "name": r["name"], "top_value": r["values"][0] if r["values"] else None,
              "top_index": r["indices"][0] if r["indices"] else None,
              "top_label": r["labels"][0] if r["labels"] else None}
