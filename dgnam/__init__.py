@@ -11,7 +11,7 @@ The package, by layer (each imports only from the layers above it):
 - ``dgnam.generator``: generator priors: architectures, the DeePSiM training module, data, caches,
   the prior file format.
 - ``dgnam.views``: the modes of ``visualize.py`` (activation maximization, activation maps, feature
-  inversion, receptive fields), from a config to files.
+  inversion, receptive fields, dataset examples), from a config to files.
 - ``dgnam.eval``: judges, image statistics and the comparison report.
 - ``dgnam.config`` (checks and builders every mode shares), ``dgnam.io`` (images in, files out),
   ``dgnam.cli`` (Hydra entry glue), ``dgnam.errors``, ``dgnam.safeload``, ``dgnam.paths``.
@@ -34,18 +34,23 @@ from dgnam.paths import PRIORS_DIR, shared_dir
 __version__ = "0.1.0"
 
 __all__ = [
-    "INPUT", "PRIORS_DIR", "DgnamError", "FFTParam", "GeneratorParam", "ImageParam", "LatentParam", "MacoParam",
+    "INPUT", "PRIORS_DIR", "DgnamError", "Examples", "FFTParam", "GeneratorParam", "ImageParam", "LatentParam", "MacoParam",
     "PixelParam", "Result", "Target", "Unit", "build_target", "objective_for", "objectives", "optimize", "pick_device",
-    "View", "Visualization", "activation_maps", "invert", "poststeps", "priors", "select_units", "shared_dir", "transforms",
+    "View", "Visualization", "activation_maps", "dataset_examples", "invert", "poststeps", "priors", "select_units", "shared_dir", "transforms",
     "visualize", "wrap_model",
 ]
 
 
 def __getattr__(name: str):
-    """``dgnam.visualize``, ``activation_maps``, ``invert`` and their result classes load :mod:`dgnam.api` (and Hydra) on first use,
+    """``dgnam.visualize``, ``activation_maps``, ``invert``, ``dataset_examples`` and their result classes load
+    :mod:`dgnam.api` or :mod:`dgnam.api_examples` (and Hydra) on first use,
     so that importing the core stays free of Hydra."""
     if name in ("visualize", "Visualization", "activation_maps", "invert", "View"):
         from dgnam import api
 
         return getattr(api, name)
+    if name in ("dataset_examples", "Examples"):
+        from dgnam import api_examples
+
+        return getattr(api_examples, name)
     raise AttributeError(f"module 'dgnam' has no attribute {name!r}")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import hydra
 from omegaconf import DictConfig
 
+from dgnam.atlas import run_atlas, run_gather
 from dgnam.checks import check_finite
 from dgnam.cli import guarded, launch, run_dir
 from dgnam.config import PRIOR_NAMES, unknown_prior
@@ -25,12 +26,14 @@ from dgnam.ranges import VISUALIZE, check_ranges
 from dgnam.views.actmaps import run_activation_maps
 from dgnam.views.am import run_am
 from dgnam.views.dream import run_deepdream
+from dgnam.views.examples import run_dataset_examples
 from dgnam.views.inversion import run_inversion
 from dgnam.views.receptive import run_receptive_field
 from dgnam.views.style import run_style
 
 MODES = {"am": run_am, "activation_maps": run_activation_maps, "receptive_field": run_receptive_field,
-         "inversion": run_inversion, "deepdream": run_deepdream, "style": run_style, "report": run_report}
+         "inversion": run_inversion, "deepdream": run_deepdream, "style": run_style, "report": run_report,
+         "dataset_examples": run_dataset_examples, "atlas": run_atlas, "atlas_gather": run_gather}
 
 
 def run(cfg: DictConfig, out_dir: str | None = None) -> dict:

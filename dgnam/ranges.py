@@ -139,11 +139,19 @@ VISUALIZE: tuple[Range, ...] = (
     count("model.input_size", 8, **N), count("model.num_classes", **N), _r("model.mean.*"), positive("model.std.*"),
     count("position.*", 0),
     count("maps.tile"), count("maps.cols"), count("rf.zoom_size"), weight("inversion.tv_growth"),
+    count("examples.k", why="photos kept per unit"), count("examples.limit", **N), count("examples.workers", 0),
+    count("examples.checkpoint_every", why="batches between checkpoints"), count("examples.max_batches", **N),
+    count("examples.bins"), count("examples.warmup", why="photos whose values fix the histogram's edges"),
+    count("examples.tile", 16), count("examples.crop_size", 16, high=512),
     weight("deepdream.layers.*", why="the weight of a layer's term"), count("deepdream.roll", 0),
     count("style.image_size", 8, **N), weight("style.layers.*", why="the weight of a layer's Gram term"),
     weight("style.content_weight"),
     count("report.stats_size", **N), positive("report.hf_radius"), count("report.judges.*.input_size", **N),
     count("report.judges.*.batch_size", **N),
+    count("atlas.methods.*.steps", **N), count("atlas.methods.*.image_size", 8, **N),
+    count("atlas.examples.k", why="dataset examples kept per unit"), count("atlas.examples.limit", **N),
+    count("atlas.examples.batch_size", **N), count("atlas.examples.image_size", 8, **N),
+    count("atlas.card_size", 16, why="px"), count("atlas.quality", high=100, why="JPEG quality"),
 )
 
 #: ``train_generator.py``: every preset and generator kind.

@@ -20,7 +20,7 @@ import visualize  # noqa: E402
 from train_generator import run as train_run  # noqa: E402
 
 # Numbers checked by the code that reads them, with messages of their own (unit indices or names).
-FREE = {"visualize": ("units.*",), "train_generator": ()}
+FREE = {"visualize": ("units.*", "examples.classes.*", "atlas.units.*.*"), "train_generator": ()}
 GROUPS = {"visualize": ("experiment", "method", "model", "optimizer", "param", "scheduler"),
           "train_generator": ("experiment_train", "encoder", "generator", "data", "trainer")}
 TABLES = {"visualize": ranges.VISUALIZE, "train_generator": ranges.TRAIN}

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +23,7 @@ from dgnam.core.models import Target, pick_device
 from dgnam.core.units import select_units
 from dgnam.errors import DgnamValueError
 from dgnam.io import labelled_grid, safe_name, save_png, save_torch, source_image, write_results
-from dgnam.views.common import layer_list, spatial_layers
+from dgnam.views.common import layer_list, spatial_layers, text_strip
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +56,6 @@ def colorize(maps: Tensor, scale: str = "per_map", cmap: str = "viridis", tile: 
     rgb = rgb.permute(0, 3, 1, 2)
     mode = "area" if max(maps.shape[-2:]) > tile else "nearest"
     return F.interpolate(rgb, size=(tile, tile), mode=mode)
-
-
-def text_strip(text: str, width: int, height: int = 18) -> Tensor:
-    """A white uint8 strip (3, height, width) with ``text`` on it (a figure title)."""
-    from PIL import Image, ImageDraw, ImageFont
-
-    strip = Image.new("RGB", (width, height), (255, 255, 255))
-    ImageDraw.Draw(strip).text((4, max(0, (height - 11) // 2)), text, fill=(0, 0, 0),
-                               font=ImageFont.load_default())
-    return torch.from_numpy(np.asarray(strip).copy()).permute(2, 0, 1)
 
 
 def beside(left: Tensor, right: Tensor, gap: int = 8) -> Tensor:

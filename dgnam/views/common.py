@@ -1,5 +1,6 @@
-"""Pieces shared by the image views (activation maps, receptive fields, feature inversion):
-layer lists in depth order and spatial-layer checks.
+"""Pieces shared by the image views (activation maps, receptive fields, feature inversion, dataset
+examples): layer lists in depth order, spatial-layer checks, and drawing helpers (a box outlined, a box
+zoomed, a title strip).
 
 Everything here runs before any optimization, so a bad value fails in one line with nothing written.
 """
@@ -9,11 +10,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
-from torch import nn
+from PIL import Image, ImageDraw, ImageFont
+from torch import Tensor, nn
 
 from dgnam.core.models import INPUT, Target
 from dgnam.errors import DgnamValueError
+from dgnam.io import to_pil
 
 
 def layer_list(target: Target, spec: Any) -> list[str]:
@@ -80,3 +86,35 @@ def spatial_layers(target: Target, layers: Sequence[str], size: int, why: str) -
         if len(shape) != 3:
             raise DgnamValueError(f"{why} need a conv or pool layer, but {layer} has shape {tuple(shape)} "
                              f"(not C x H x W); choose a spatial layer")
+
+
+def text_strip(text: str, width: int, height: int = 18) -> Tensor:
+    """A white uint8 strip (3, height, width) with ``text`` on it (a figure title)."""
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    ImageDraw.Draw(strip).text((4, max(0, (height - 11) // 2)), text, fill=(0, 0, 0),
+                               font=ImageFont.load_default())
+    return torch.from_numpy(np.asarray(strip).copy()).permute(2, 0, 1)
+
+
+def outline(image: Tensor, box: tuple[int, int, int, int], color: tuple[int, int, int] = (255, 32, 32),
+            width: int = 2) -> Tensor:
+    """(3, H, W) in [0, 1] -> uint8 copy with the box ``(x0, y0, x1, y1)`` drawn on it."""
+    pil = to_pil(image)
+    x0, y0, x1, y1 = box
+    ImageDraw.Draw(pil).rectangle([x0, y0, x1 - 1, y1 - 1], outline=color, width=width)
+    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
+
+
+def zoom_crop(image: Tensor, box: tuple[int, int, int, int], side: int) -> Tensor:
+    """The box of a (3, H, W) image scaled up (nearest neighbour, aspect kept) onto a white square
+    of ``side`` pixels -> (3, side, side) in [0, 1]."""
+    x0, y0, x1, y1 = box
+    crop = image[:, y0:y1, x0:x1]
+    h, w = crop.shape[-2:]
+    s = side / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    up = F.interpolate(crop[None].float(), size=(nh, nw), mode="nearest")[0]
+    canvas = torch.ones(3, side, side)
+    top, left = (side - nh) // 2, (side - nw) // 2
+    canvas[:, top : top + nh, left : left + nw] = up
+    return canvas

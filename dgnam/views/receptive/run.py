@@ -7,11 +7,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from PIL import ImageDraw
 from torch import Tensor, nn
 
 from dgnam.checks import positive_int
@@ -34,10 +31,9 @@ from dgnam.io import (
     safe_name,
     save_png,
     source_image,
-    to_pil,
     write_results,
 )
-from dgnam.views.common import layer_list, spatial_layers
+from dgnam.views.common import layer_list, outline, spatial_layers, zoom_crop
 from dgnam.views.receptive.fields import layer_fields
 from dgnam.views.receptive.probe import gradient_boxes
 
@@ -84,30 +80,6 @@ class KeepOutside:
 
 # ---------------------------------------------------------------------------------------------------
 # The receptive_field mode: fields of a few units per layer, checked, and their AM images.
-
-
-def outline(image: Tensor, box: tuple[int, int, int, int], color: tuple[int, int, int] = (255, 32, 32),
-            width: int = 2) -> Tensor:
-    """(3, H, W) in [0, 1] -> uint8 copy with the box ``(x0, y0, x1, y1)`` drawn on it."""
-    pil = to_pil(image)
-    x0, y0, x1, y1 = box
-    ImageDraw.Draw(pil).rectangle([x0, y0, x1 - 1, y1 - 1], outline=color, width=width)
-    return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
-
-
-def zoom_crop(image: Tensor, box: tuple[int, int, int, int], side: int) -> Tensor:
-    """The box of a (3, H, W) image scaled up (nearest neighbour, aspect kept) onto a white square
-    of ``side`` pixels -> (3, side, side) in [0, 1]."""
-    x0, y0, x1, y1 = box
-    crop = image[:, y0:y1, x0:x1]
-    h, w = crop.shape[-2:]
-    s = side / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    up = F.interpolate(crop[None].float(), size=(nh, nw), mode="nearest")[0]
-    canvas = torch.ones(3, side, side)
-    top, left = (side - nh) // 2, (side - nw) // 2
-    canvas[:, top : top + nh, left : left + nw] = up
-    return canvas
 
 
 def run_receptive_field(cfg: DictConfig, out_dir: str | Path) -> dict:
