@@ -159,6 +159,7 @@ TRAIN: tuple[Range, ...] = (
     _r("seed", integer=True), count("threads", **N), count("resolution", 8), weight("code_noise", **N),
     positive("grad_clip_g", **N), count("grid_images", **N),
     weight("loss.weights.*"), count("loss.feature_every"), count("loss.feature_items", **N), weight("loss.perceptual_layers.*.1"),
+    count("loss.grid_codes", low=0), weight("loss.grid_noise"),
     weight("loss.balance.d_stop"), weight("loss.balance.d_resume"), positive("loss.balance.g_pause"),
     *optimizer_ranges("optimizer_g"), *optimizer_ranges("optimizer_d"),
     count("scheduler.milestones.*"), positive("scheduler.gamma"), count("scheduler.warmup_steps", 0),
