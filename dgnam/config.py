@@ -149,6 +149,9 @@ def octave_sizes(size: int, n: int, scale: float) -> list[int]:
     return [max(8, round(size / scale ** (n - 1 - i))) for i in range(n)]
 
 
+_PHOTOS: dict[str, Any] = {}  # the datasets init.kind=photos has opened, by source
+
+
 def _photos(path: str | None) -> Any:
     from dgnam.generator.data import open_source
 
@@ -156,9 +159,6 @@ def _photos(path: str | None) -> Any:
     if src not in _PHOTOS:
         _PHOTOS[src] = open_source(src)
     return _PHOTOS[src]
-
-
-_PHOTOS: dict[str, Any] = {}
 
 
 def start_photo(path: str | None, size: int, seed: int) -> Tensor:
@@ -170,8 +170,8 @@ def start_photo(path: str | None, size: int, seed: int) -> Tensor:
     ds = _photos(path)
     g = torch.Generator().manual_seed(seed)
     for _ in range(16):  # an unreadable photo: draw again
-        item = ds[int(torch.randint(len(ds), (1,), generator=g))]
-        img = decode_image(item[0] if isinstance(item, tuple) else item)
+        data, _ = ds[int(torch.randint(len(ds), (1,), generator=g))]  # (bytes or file, label)
+        img = decode_image(data)
         if img is not None:
             return pil_to_tensor(center_square(img, size))
     raise DgnamValueError(f"init.path={path}: 16 photos drawn in a row could not be read")
