@@ -245,7 +245,12 @@ def build_model_node(node: Any, device: torch.device, key: str = "model") -> Tar
         raise DgnamValueError(f"{key.split('.')[0]}=custom needs {key}._target_=<import path of a function or class that "
                          f"returns a torch.nn.Module>, e.g. {key}._target_=torchvision.models.resnet18")
     if str(target).startswith("dgnam."):
-        return build(node, device=device)
+        try:
+            return build(node, device=device)
+        except DgnamError as e:  # the builders name model.* keys: here they are the node's own
+            if key == "model" or "model.weights" not in str(e):
+                raise
+            raise type(e)(str(e).replace("model.weights", f"{key}.weights")) from None
     from dgnam.core.wrap import wrap_model
 
     own = OmegaConf.to_container(node, resolve=True)

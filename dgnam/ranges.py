@@ -160,6 +160,8 @@ TRAIN: tuple[Range, ...] = (
     positive("grad_clip_g", **N), count("grid_images", **N),
     weight("loss.weights.*"), count("loss.feature_every"), count("loss.feature_items", **N), weight("loss.perceptual_layers.*.1"),
     count("loss.grid_codes", low=0), weight("loss.grid_noise"),
+    count("stages.*.steps", **N), weight("stages.*.weights.*"), count("stages.*.feature_every", **N),
+    count("stages.*.feature_items", **N), positive("stages.*.lr_scale", **N), weight("stages.*.perceptual_layers.*.1"),
     weight("loss.balance.d_stop"), weight("loss.balance.d_resume"), positive("loss.balance.g_pause"),
     *optimizer_ranges("optimizer_g"), *optimizer_ranges("optimizer_d"),
     count("scheduler.milestones.*"), positive("scheduler.gamma"), count("scheduler.warmup_steps", 0),

@@ -341,11 +341,14 @@ def test_every_config_composes(compose):
             own = {k: v for k, v in raw.items() if k != "defaults"}
             assert {k: got.get(k, "missing") for k in own} == own and (own or not got), (group, name)  # none: empty
     presets = sorted(p.stem for p in (conf / "experiment_train").glob("*.yaml"))
-    assert {"mobilenet_v2_cpu", "mobilenet_v2_gpu", "mobilenet_v2_latent_cpu", "mobilenet_v2_latent_gpu"} <= set(presets)
+    assert {"mobilenet_v2_cpu", "mobilenet_v2_gpu", "mobilenet_v2_latent_cpu", "mobilenet_v2_prior_gpu",
+            "vgg16_prior_gpu", "alexnet_prior_gpu", "any_prior_gpu"} <= set(presets)
+    codes = {"vgg16_prior_gpu": "conv5_3", "alexnet_prior_gpu": "conv5", "any_prior_gpu": "???"}
     for name in presets:
         cfg = compose([f"experiment_train={name}"], name="train_generator")
-        spatial = name.startswith("mobilenet_v2_latent_spatial")
-        assert cfg.encoder.code_layer == ("features.14.conv.0" if spatial else "flatten") and cfg.resolution in (64, 128)
+        spatial = name.startswith(("mobilenet_v2_latent_spatial", "mobilenet_v2_prior"))
+        want = codes.get(name, "features.14.conv.0" if spatial else "flatten")
+        assert OmegaConf.to_container(cfg.encoder)["code_layer"] == want and cfg.resolution in (64, 128), name
     cfg = compose([], name="train_generator")  # the recipe
     assert cfg.loss.weights.image == pytest.approx(2e-6 * 255**2, rel=1e-3)
     assert cfg.loss.weights.feature == 0.01 and cfg.loss.weights.adversarial == 100
@@ -368,7 +371,7 @@ def test_gpu_preset_builds_and_fits_50_mb(compose):
     assert parts["discriminator"] is not None and parts["module"].balance.enabled
 
 
-@pytest.mark.parametrize("preset", ["mobilenet_v2_latent_cpu", "mobilenet_v2_latent_gpu"])
+@pytest.mark.parametrize("preset", ["mobilenet_v2_latent_cpu"])
 def test_latent_presets_build_and_fit_50_mb(compose, preset):
     from dgnam.generator.latent import LatentGenerator
     from dgnam.generator.latent_module import LatentGeneratorModule

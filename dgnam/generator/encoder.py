@@ -147,3 +147,49 @@ class Perceptual(_Frozen):
             rel = (a - b).pow(2).flatten(1).sum(1) / b.pow(2).flatten(1).sum(1).clamp_min(1e-8)
             total = total + w * rel.mean()
         return total
+
+
+def auto_perceptual_layers(target: Target, code_layer: str, input_size: int, past: bool = False) -> list[tuple[str, float]]:
+    """Perceptual layers of any network, picked by depth around the code layer: the deepest layer at
+    each spatial side from input/4 down to the side above the code's, then the code layer (the
+    recipe's choice for MobileNetV2: ``features.3.add``, ``features.6.add``, ..., the code); with
+    ``past``, also the deepest spatial map after the code (side > 1: the map the classifier pools),
+    where the recipe's third stage extends the term. Each layer's weight is 1."""
+    code = target.resolve(code_layer)
+    p = next(iter(target.buffers()))
+    with torch.no_grad():
+        acts = target(torch.zeros(1, 3, input_size, input_size, device=p.device), target.nodes)
+    maps = [(n, a.shape[-1]) for n, a in acts.items() if isinstance(a, Tensor) and a.dim() == 4]
+    order = {n: i for i, n in enumerate(target.nodes)}
+    if code not in order or code not in dict(maps):
+        raise DgnamValueError(f"perceptual_layers=auto needs a spatial code layer (a C x H x W map); "
+                              f"{code_layer} is not one: name the layers, [[layer, weight], ...]")
+    side = dict(maps)[code]
+    before = [(n, s) for n, s in maps if order[n] < order[code] and side < s <= input_size // 4]
+    deepest: dict[int, str] = {}
+    for n, s in before:
+        deepest[s] = n  # maps are in graph order: the last one of each side wins
+    picked = [deepest[s] for s in sorted(deepest, reverse=True)] + [code_layer]
+    if past:
+        after = [n for n, s in maps if order[n] > order[code] and s > 1]
+        picked += after[-1:]
+    return [(n, 1.0) for n in picked]
+
+
+def perceptual_layers(target: Target, spec: Any, code_layer: str, input_size: int) -> list[tuple[str, float]] | None:
+    """A ``perceptual_layers`` value as ``[(layer, weight), ...]``: a list of pairs as given, ``auto``
+    (the layers up to the code, :func:`auto_perceptual_layers`) or ``auto_past`` (and past it);
+    None or [] stays None."""
+    if spec in (None, [], ()):
+        return None
+    if isinstance(spec, str):
+        if spec not in ("auto", "auto_past"):
+            raise DgnamValueError(f"perceptual_layers={spec!r}; valid: [[layer, weight], ...], auto, auto_past")
+        return auto_perceptual_layers(target, code_layer, input_size, past=spec == "auto_past")
+    pairs = []
+    for item in spec:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise DgnamValueError(f"loss.perceptual_layers item {item!r} must be a pair [layer, weight]")
+        target.resolve(str(item[0]))
+        pairs.append((str(item[0]), float(item[1])))
+    return pairs

@@ -106,8 +106,12 @@ class GeneratorModule(L.LightningModule):
             if self.discriminator is not None:
                 self.discriminator.to(memory_format=torch.channels_last)
 
+    stages: Any = None  # a dgnam.generator.stages.StageSchedule: the recipe's stages within one run
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._freeze()
+        if self.stages is not None:  # this iteration's stage: loss weights, perceptual layers, G's lr
+            self.stages.apply(self)
 
     def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._freeze()

@@ -24,13 +24,14 @@ from dgnam.generator.arch import Discriminator, Generator, generator_spec
 from dgnam.generator.checkpoints import AtomicCheckpointIO, check_resume, load_generator_weights
 from dgnam.generator.config_checks import check_numbers
 from dgnam.generator.datamodule import check_decodable, compute_code_stats
-from dgnam.generator.encoder import Comparator, Encoder, Perceptual
+from dgnam.generator.encoder import Comparator, Encoder, Perceptual, perceptual_layers
 from dgnam.generator.latent import CODE_KINDS, LatentGenerator, head_spec
 from dgnam.generator.latent_module import LatentGeneratorModule
 from dgnam.generator.loggers import CSVLogger
 from dgnam.generator.losses import Balancer
 from dgnam.generator.module import GeneratorModule
 from dgnam.generator.prior import KINDS, init_from_prior, save_prior
+from dgnam.generator.stages import StageSchedule, parse_stages, union_weights
 from dgnam.generator.taef2 import LATENT_CHANNELS, TAEF2Decoder, TAEF2Encoder
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,10 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     kind = gcfg.get("kind", "pixel")
     if kind not in KINDS:
         raise DgnamValueError(f"unknown generator.kind {kind!r}; valid: {', '.join(KINDS)}")
-    w = {k: float(v) for k, v in _plain(cfg.loss.weights).items()}
+    base_w = {k: float(v) for k, v in _plain(cfg.loss.weights).items()}
+    loss_names = LatentGeneratorModule.loss_names if kind == "latent" else GeneratorModule.loss_names
+    stages = parse_stages(_plain(cfg.get("stages")), base_w, loss_names)
+    w = union_weights(stages, base_w)  # every part some stage needs
     comparator = None
     if w.get("feature", 0) > 0:
         layer = ecfg.get("comparator_layer") or ecfg.code_layer
@@ -94,7 +98,12 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         if kind != "latent":
             raise DgnamValueError("loss.weights.perceptual is a term of latent priors (generator=latent); "
                              "for a pixel prior use loss.weights.feature")
-        perceptual = Perceptual(target, _plain(cfg.loss.get("perceptual_layers")), ecfg.get("comparator_input_size") or res)
+        psize = ecfg.get("comparator_input_size") or res
+        per_stage = [perceptual_layers(target, s.perceptual_layers, ecfg.code_layer, psize) for s in stages]
+        base_layers = perceptual_layers(target, _plain(cfg.loss.get("perceptual_layers")), ecfg.code_layer, psize)
+        union = list({n: (n, wt) for n, wt in [*(base_layers or []), *(x for ls in per_stage for x in ls or [])]}.values())
+        perceptual = Perceptual(target, union, psize)
+        perceptual.layers = list(base_layers or union)
     discriminator = None
     if w.get("adversarial", 0) > 0:
         dspec = _plain(cfg.discriminator.spec)
@@ -117,6 +126,8 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
                                        grid_noise=float(cfg.loss.get("grid_noise", 1.0)), **common)
     else:
         module = GeneratorModule(generator, encoder, comparator, discriminator, **common)
+    if stages:
+        module.stages = StageSchedule(stages, per_stage if perceptual is not None else [None] * len(stages))
     return {"target": target, "encoder": encoder, "comparator": comparator, "generator": generator,
             "discriminator": discriminator, "module": module, "spec": spec, "latent_encoder": latent_encoder}
 
