@@ -121,6 +121,7 @@ VISUALIZE: tuple[Range, ...] = (
     count("shard.index", 0, why="this job's block of the units, 0 .. shard.count - 1"), count("image_size", 8), count("input_resize", 8, **N),
     _r("init.low", 0, 1), _r("init.high", 0, 1), count("octaves.n"), _r("octaves.scale", 1, open_low=True),
     count("output.grid_cols", **N), count("samples", why="images per unit, each from its own chain"),
+    count("chain_steps", **N, why="steps from one sample to the next of one chain"),
     weight("ppgn.e1", why="the code prior's weight, h += e1 (R(h) - h)"),
     weight("ppgn.e3", why="the noise's std per code unit, in units of that unit's std"), count("output.frame_every"), count("output.fps"),
     count("early_stop.patience", 0, why="steps without a rise of any item's objective before stopping; 0: off"),

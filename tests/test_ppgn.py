@@ -308,3 +308,19 @@ def test_photo_starts_draw_one_photo_per_seed(compose, tmp_path):
         assert np.abs(png - np.asarray(drawn[k])).max() <= 2, k
     with pytest.raises(DgnamError, match="nope.parquet"):
         make_init({"kind": "photos", "path": str(tmp_path / "nope.parquet")}, 1, 16, 0)
+
+
+def test_chain_steps_take_the_samples_from_one_chain(compose, tiny_prior, tmp_path):
+    """chain_steps=n: sample 0 is the plain run; sample k > 0 goes on from sample k-1's code for n steps."""
+    prior, dae = tiny_prior
+    chain = visualize.run(_vis(compose, prior, dae, "samples=3", "chain_steps=2"), tmp_path / "chain")["results"]
+    apart = visualize.run(_vis(compose, prior, dae, "samples=3"), tmp_path / "apart")["results"]
+    assert [r["steps"] for r in chain] == [4, 2, 2, 4, 2, 2]
+    for i in (0, 3):  # sample 0: the same run either way; a later sample starts where the one before ended
+        assert chain[i]["activation"] == apart[i]["activation"]
+        for k in (1, 2):
+            assert chain[i + k]["start_activation"] == pytest.approx(chain[i + k - 1]["activation"], rel=1e-4, abs=1e-5)
+            assert chain[i + k]["start_activation"] != pytest.approx(apart[i + k]["start_activation"], rel=1e-3)
+    with pytest.raises(DgnamError, match=r"chain_steps=0 must be an integer >= 1"):
+        visualize.run(_vis(compose, prior, dae, "samples=2", "chain_steps=0"), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

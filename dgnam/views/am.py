@@ -28,7 +28,7 @@ from dgnam.core.models import Target
 from dgnam.core.units import Unit, objective_for, select_units, shard_units
 from dgnam.errors import DgnamValueError
 from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_results
-from dgnam.views.sampling import check_ppgn, check_samples, code_prior_step
+from dgnam.views.sampling import check_chain, check_ppgn, check_samples, code_prior_step
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     probe = probe_param(factory, init_cfg, sizes[0], pre.seed)
     is_pixel = probe.pixel_space
     samples, ppgn = check_samples(cfg), check_ppgn(cfg, probe)
+    chain = check_chain(cfg, samples, n_oct)
     if n_oct > 1 and not is_pixel:
         raise DgnamValueError("octaves need param=pixel (the FFT parameterization has a fixed size)")
     opt_factory = build(cfg.optimizer)
@@ -97,7 +98,8 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     seed = pre.seed
     ocfg = cfg.get("output", {})
     frame_every = int(ocfg.get("frame_every", 10)) if (ocfg.get("gif") or ocfg.get("mp4")) else 0
-    total = sum(len(u) for u in plan.values()) * steps * len(sizes) * samples
+    per_unit = steps * len(sizes) * samples if chain is None else steps + chain * (samples - 1)
+    total = sum(len(u) for u in plan.values()) * per_unit
     bar = tqdm(total=total, desc="optimizing", unit="unit-step", disable=not ocfg.get("progress", True),
                mininterval=1.0)
     resize = T.Resize(int(cfg.input_resize)) if cfg.get("input_resize") else None
@@ -115,8 +117,10 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
             for k in range(samples):  # sample k: its own start and noise (seed + k); sample 0 is the plain run
                 kseed = seed + k
                 g = torch.Generator().manual_seed(kseed)  # same draws for every batch: batching-invariant
-                init = make_init(init_cfg, b, sizes[0], kseed).to(device)
-                param = factory(init=init, noise=init_cfg.get("kind", "noise") == "noise", generator=g).to(device)
+                ksteps = chain if chain is not None and k > 0 else steps
+                if chain is None or k == 0:  # a chain's sample k > 0 goes on from sample k-1's param
+                    init = make_init(init_cfg, b, sizes[0], kseed).to(device)
+                    param = factory(init=init, noise=init_cfg.get("kind", "noise") == "noise", generator=g).to(device)
                 tfs, posts, penalty = build_priors(priors, g, pixel=is_pixel)
                 posts += param.post_steps()
                 posts += code_prior_step(ppgn, kseed, device)
@@ -127,14 +131,14 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                 unit_obj = objective_for(chunk)
                 objective = unit_obj - penalty if penalty is not None else unit_obj
                 t0 = time.perf_counter()
-                res = optimize(param, target, objective, steps=steps, optimizer=opt_factory,
+                res = optimize(param, target, objective, steps=ksteps, optimizer=opt_factory,
                                transforms=tfs, post_steps=[*posts, *extra_post_steps], scheduler=sched_factory,
                                grad_norm=grad_norm, octave_sizes=[(s, s) for s in sizes] if n_oct > 1 else None,
                                track=unit_obj, frame_every=frame_every, callback=lambda _s: bar.update(b),
                                early_stop=EarlyStop(patience, min_delta) if patience else None,
                                names=[f"{layer} {_sample_unit(u, k, samples).label}" for u in chunk])
                 ran = int(res.history.shape[0])
-                bar.update(b * (steps * len(sizes) - ran))  # the steps an early stop skipped
+                bar.update(b * (ksteps * len(sizes) - ran))  # the steps an early stop skipped
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 secs = time.perf_counter() - t0

@@ -4,7 +4,8 @@
 ``h <- h + e1 (R(h) - h) + e2 d log p(y | G(h)) / dh + N(0, e3^2)``, to DGN-AM's loop as a post-step
 (:class:`dgnam.core.poststeps.CodePrior`): e2 is the optimizer's step, R a denoising autoencoder of
 real codes (:mod:`dgnam.generator.dae`). ``samples=K`` runs K chains per unit, each from its own
-start and with its own noise, so that a unit gets K distinct images.
+start and with its own noise, so that a unit gets K distinct images; with ``chain_steps=n`` the K
+samples come from one chain instead, sample k going on from sample k-1 for n more steps.
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ def check_samples(cfg: DictConfig) -> int:
     """``samples`` (images per unit, default 1); its range is checked with every number
     (:data:`dgnam.ranges.VISUALIZE`)."""
     return positive_int(cfg, "samples", default=1)
+
+
+def check_chain(cfg: DictConfig, samples: int, octaves: int) -> int | None:
+    """``chain_steps``: the steps from one sample to the next when the K samples come from one chain
+    (None: K chains). Its range is checked with every number."""
+    n = cfg.get("chain_steps")
+    if n is None or samples == 1:
+        return None
+    if octaves > 1:
+        raise DgnamValueError(f"chain_steps={n} continues one chain at one image size: it needs octaves=1")
+    return positive_int(cfg, "chain_steps")
 
 
 def check_ppgn(cfg: DictConfig, probe: ImageParam) -> dict[str, Any] | None:
