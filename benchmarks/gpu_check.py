@@ -1,5 +1,5 @@
 """Everything GPU-specific in one command: the device tests, the AM benchmark, DGN-AM of all 1000
-classes, generator training throughput, and a timed run of the GPU prior preset.
+classes, generator training throughput, and a timed run of the GPU prior preset, judged.
 
     bash benchmarks/gpu_check.sh OUT_DIR                 # on a GPU machine: ~8 minutes
     python benchmarks/gpu_check.py --out OUT_DIR --dry-run   # on the CPU, tiny sizes, seconds (the tests run it)
@@ -16,9 +16,13 @@ next one runs):
    that fit the time left at ``precision=auto``, timed, with the fraction the target ranks top-1.
 4. ``train``: generator training images/s at 128 px (benchmarks/bench_generator.py's steps: the recipe's
    pixel G with D, and the latent head).
-5. ``prior``: ``experiment_train=mobilenet_v2_latent_gpu`` for the minutes left on one Parquet shard
-   of the shared ImageNet-50 (5,000 photos, no validation split: the inputs stay under 64 MiB with the
-   shared models), its prior copied back.
+5. ``prior``: ``experiment_train=mobilenet_v2_prior_gpu`` (``--preset``) for the time left, on one
+   Parquet shard of the shared ImageNet-50 (5,000 photos, 26.8 MiB; no validation shard: beside it
+   only the shared MobileNetV2, TAEF2 and judge travel, 24.6 MiB), every 10th photo held out; its
+   three stages (latent, perceptual, deep) sized from a timed warm-up so that all are reached, each
+   one's iterations and images/s; the judge's top-1 of the held-out reconstructions, and DGN-AM
+   through the new prior on the comparison's 20 classes, judged (benchmarks/gpu_prior.py says how);
+   its prior copied back.
 
 Writes ``results.json`` and ``RESULTS-gpu.md`` (rewritten after every section, so a run cut short
 keeps what it measured), ``cuda-tests.xml``, ``train-metrics.csv`` and the prior (in parts of at most
@@ -32,11 +36,9 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -53,18 +55,12 @@ from dgnam.core.models import Target, build_target, pick_device  # noqa: E402
 from dgnam.io import json_safe  # noqa: E402  (strict JSON: NaN as null)
 
 PART = 15 * 2**20  # result files stay under 16 MiB
-SHARD = WEIGHTS.parents[1] / "data" / "imagenet50-128" / "train-00000-of-00006.parquet"
 
 # full sizes, and the dry run's (CPU, seconds)
 FULL = dict(models=["vgg16", "alexnet", "mobilenet_v2"], batches=[1, 32, 256], size=224, steps=3, rounds=3,
             classes=20, classes_all=1000, dgnam_steps=None, dgnam_batch=250, train_batch=64, train_steps=5)
 DRY = dict(models=["alexnet", "mobilenet_v2"], batches=[1, 2], size=64, steps=1, rounds=1,
            classes=1, classes_all=2, dgnam_steps=1, dgnam_batch=2, train_batch=2, train_steps=1)
-TINY_TRAIN = ["encoder=mobilenet_v2_random", "data=synthetic", "trainer=smoke", "resolution=64", "threads=1",
-              "generator.fc=[16]", "generator.width=0.0625", "discriminator.spec.code_fc=[16]",
-              "discriminator.spec.joint_fc=[16]", "discriminator.spec.image_fc=[16]",
-              "discriminator.spec.convs=[[4,7,4],[8,3,2]]", "code_stats.max_images=16", "grid_images=4",
-              "data.limit_train=8", "data.limit_val=4", "data.batch_size=4", "trainer.max_steps=2"]
 
 
 def sync(device: torch.device) -> None:
@@ -183,35 +179,11 @@ def train(a: argparse.Namespace, out: Path, seconds: float, device: torch.device
 
 
 def prior(a: argparse.Namespace, out: Path, seconds: float, device: torch.device) -> dict[str, Any]:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    """The GPU prior preset in its three stages, timed, its held-out reconstructions and DGN-AM
+    through it judged (benchmarks/gpu_prior.py)."""
+    from gpu_prior import train_and_judge
 
-    from dgnam.generator.train import run
-
-    minutes = max(seconds / 60 - 0.75, 0.5)  # the code statistics and the export after the time limit
-    if a.dry_run:
-        overrides = TINY_TRAIN + ["device=cpu"]
-    else:
-        # one training shard, no validation (the validation shard would pass the 64 MiB of inputs)
-        data = ([f"data.train={SHARD}", "data.val=null"] if SHARD.is_file()
-                else ["data=synthetic", "data.synthetic_size=4096", "data.limit_train=null", "data.val=null"])
-        overrides = ([f"experiment_train={a.preset}", f"trainer.max_time=00:00:{int(minutes):02d}:"
-                      f"{int(minutes % 1 * 60):02d}", "trainer.enable_progress_bar=false"] + data)
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train_generator", overrides=overrides)
-    GlobalHydra.instance().clear()
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        res = run(cfg, out_dir=tmp)
-        secs = time.perf_counter() - t0
-        metrics = Path(tmp) / "csv" / "metrics.csv"
-        if metrics.is_file():
-            shutil.copy(metrics, out / "train-metrics.csv")
-        files = copy_in_parts(Path(res["prior"]), out)
-    return {"overrides": overrides, "rows": [{
-        "preset": "tiny (dry run)" if a.dry_run else a.preset, "seconds": round(secs, 1),
-        "iterations": res["iterations"], "val_mse": res["val_mse"], "prior": ", ".join(files)}]}
+    return train_and_judge(a, out, seconds, device, copy_in_parts)
 
 
 def copy_in_parts(src: Path, out: Path) -> list[str]:
@@ -255,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=8.0, help="the whole check's time budget")
     ap.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes: checks that every section runs")
     ap.add_argument("--only", nargs="+", choices=list(SECTIONS), default=list(SECTIONS))
-    ap.add_argument("--preset", default="mobilenet_v2_latent_gpu", help="experiment_train preset of the prior section")
+    ap.add_argument("--preset", default="mobilenet_v2_prior_gpu", help="experiment_train preset of the prior section")
     a = ap.parse_args(argv)
     a.sizes = DRY if a.dry_run else FULL
     device = torch.device("cpu") if a.dry_run else pick_device("cuda")

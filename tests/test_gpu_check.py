@@ -24,12 +24,49 @@ def test_dry_run_writes_every_section(tmp_path, monkeypatch):
     assert all(r["unit_steps_s"] > 0 for r in am)
     dg = res["sections"]["dgnam"]["rows"]
     assert [r["precision"] for r in dg] == ["fp32", "bf16", "auto"] and dg[-1]["classes"] == 2
-    assert res["sections"]["prior"]["rows"][0]["iterations"] >= 1
+    check_prior(res["sections"]["prior"])
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["RESULTS-gpu.md", "cuda-tests.xml", "prior.pt", "results.json", "train-metrics.csv"]
     assert all(p.stat().st_size <= 16 * 2**20 for p in tmp_path.iterdir())
     md = (tmp_path / "RESULTS-gpu.md").read_text()
     assert "## am (ok" in md and "| alexnet | bf16 |" in md and "Machine: no GPU" in md
+
+
+def check_prior(sec):
+    """The prior section's rows: every stage reached (1-2 iterations each in the dry run), images/s,
+    the held-out reconstructions and DGN-AM through the new prior judged. The judge numbers are None
+    only where the shared judge file is absent (a checkout without ../shared)."""
+    import gpu_prior
+
+    rows = {r["what"].split(":")[0]: r for r in sec["rows"]}
+    stages = [rows[f"stage {i}"] for i in (1, 2, 3)]
+    assert all(1 <= r["iterations"] <= 2 and r["images_s"] > 0 for r in stages), stages
+    assert [r["planned_iterations"] for r in stages[:2]] == [r["iterations"] for r in stages[:2]]
+    assert sec["stages_reached"] == 3 and sec["csv_stages"] == [1, 2, 3]
+    train = next(r for r in sec["rows"] if r["what"].startswith("training"))
+    assert train["iterations"] == sum(r["iterations"] for r in stages) and train["images_s"] > 0
+    held, dg = rows["held-out photos"], rows["DGN-AM dgnam_deep fp32 through this prior, classes"]
+    assert held["psnr_db"] > 0 and 0 <= held["target_top1"] <= 1 and dg["steps"] == 1
+    judged = [held["judge_top1"], held["judge_top1_photo_128"], held["judge_top1_photo"], dg["judge_top1"], dg["judge_p"]]
+    if gpu_prior.judge_file().is_file():
+        assert all(isinstance(v, float) and 0 <= v <= 1 for v in judged), (held, dg)
+    else:  # no shared judge: the numbers are None, and DGN-AM gives the target's own top-1 instead
+        assert judged == [None] * 5 and 0 <= dg["target_top1"] <= 1
+
+
+def test_a_held_out_split_takes_every_tenth_row_and_trains_on_the_rest(tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import gpu_prior
+
+    images = [{"bytes": bytes([i]), "path": f"{i}.jpg"} for i in range(25)]
+    pq.write_table(pa.table({"image": images, "label": list(range(25))}), tmp_path / "shard.parquet")
+    train, held = gpu_prior.split_shard(tmp_path / "shard.parquet", tmp_path)
+    assert pq.read_table(held)["label"].to_pylist() == [9, 19]
+    assert pq.read_table(train)["label"].to_pylist() == [i for i in range(25) if i % 10 != 9]
+    assert pq.ParquetFile(train).num_row_groups == 1
 
 
 def test_a_failing_section_is_recorded_and_the_others_run(tmp_path, monkeypatch):
