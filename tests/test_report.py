@@ -333,3 +333,11 @@ def test_image_statistics_compare_images_of_different_sizes(tmp_path):
     assert same["small"] == pytest.approx(same["big"], rel=0.05)
     raw = {r["method"]: r["tv"] for r in score_rows(rows, [], stats_size=None)}
     assert raw["small"] > 2.5 * raw["big"]  # per-pixel TV of a smaller image is larger
+
+
+def test_a_unit_with_samples_is_labelled_without_a_sample_s_suffix():
+    from dgnam.eval.render import _labels
+
+    rows = [{"method": "ppgn", "seed": 0, "layer": "logits", "unit": 9, "kind": "class", "label": f"9 ostrich_s{k}", "sample": k}
+            for k in range(3)] + [{"method": "ppgn", "seed": 0, "layer": "logits", "unit": 1, "kind": "class", "label": "1 goldfish_s1"}]
+    assert sorted(_labels(rows).values()) == ["1 goldfish_s1", "9 ostrich"]

@@ -100,7 +100,13 @@ def _cells(rows: Sequence[dict[str, Any]]) -> tuple[list[tuple], dict]:
 
 
 def _labels(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, str]:
-    return {_unit_key(r): str(r.get("label") or r["unit"]) for r in rows}
+    """The unit's label of each unit key (a sample's row names the unit without its ``_s<k>``)."""
+    out = {}
+    for r in rows:
+        label = str(r.get("label") or r["unit"])
+        tail = f"_s{r['sample']}" if r.get("sample") is not None else ""
+        out[_unit_key(r)] = label[: -len(tail)] if tail and label.endswith(tail) else label
+    return out
 
 
 def _grid(rows: Sequence[dict[str, Any]], methods: Sequence[str], judge: str | None, out: Path) -> Path:
