@@ -252,7 +252,7 @@ def held_out(prior: str, held: Path | None, device: torch.device, dry: bool, pho
         photos, labels = load_photos(str(held), None, 128)
     else:
         ds = SyntheticImages(8 if dry else 500, 64 if dry else 128, seed=1)
-        items = [ds[i] for i in range(len(ds))]  # (it has no end of its own to iterate to)
+        items = list(ds)
         photos, labels = torch.stack([it["image"] for it in items]), torch.tensor([it["label"] for it in items])
     x = photos.to(device)
     ev = evaluate(g, enc, None, x, labels.to(device), resize(x, info["resolution"]).mean(0))

@@ -261,6 +261,9 @@ class SyntheticImages(Dataset):
         return self.n
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -self.n <= i < self.n:  # the end of iteration (list(ds), for ... in ds)
+            raise IndexError(f"item {i} of {self.n} synthetic images")
+        i %= self.n
         g = torch.Generator().manual_seed(self.seed * 100003 + i)
         r = self.resolution
         yy, xx = torch.meshgrid(torch.linspace(0, 1, r), torch.linspace(0, 1, r), indexing="ij")
