@@ -6,11 +6,13 @@ photos, a tiny head, a few steps per stage, a checkpoint written and resumed."""
 from __future__ import annotations
 
 import csv
+import sys
 import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 from test_spatial import SPATIAL_TRAIN
 
 from dgnam.core.models import build_target
@@ -18,6 +20,9 @@ from dgnam.errors import DgnamError
 from dgnam.generator.encoder import auto_perceptual_layers
 from dgnam.generator.prior import load_prior
 from dgnam.generator.stages import parse_stages
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import gpu_prior  # noqa: E402  (benchmarks/gpu_prior.py: the GPU check's prior section)
 
 NAMES = ("latent", "image", "feature", "perceptual", "adversarial", "grid")
 STAGED = [*SPATIAL_TRAIN, "trainer.max_steps=40", "trainer.max_epochs=-1", "data.synthetic_size=8",
@@ -94,14 +99,8 @@ def test_a_staged_run_switches_terms_lr_and_d_by_iteration_and_resumes_in_its_st
     assert info["extra"]["config"]["stages"]["deep"]["perceptual_layers"] == "auto_past"
 
 
-SHRUNK = ["device=cpu", "data=synthetic", "data.synthetic_size=8", "data.limit_train=null", "data.batch_size=4",
-          "data.num_workers=0", "trainer=smoke", "trainer.max_epochs=-1", "trainer.max_time=null",
-          "trainer.val_check_interval=null", "trainer.limit_val_batches=1", "threads=1", "resolution=64",
-          "generator.decoder_file=null", "generator.latent_encoder_file=null", "generator.spec.start_channels=8",
-          "generator.spec.stack=[[conv,8],[up,8],[conv,8]]", "discriminator.latent_spec.convs=[[8,3,1],[8,3,2]]",
-          "discriminator.spec.code_fc=[8]", "discriminator.spec.joint_fc=[8]", "discriminator.spec.image_fc=[8]",
-          "code_stats.max_images=8", "grid_images=2", "loss.feature_items=2", "stages.latent.steps=1",
-          "stages.perceptual.steps=1", "stages.perceptual.feature_items=2", "stages.deep.feature_items=2"]
+# the presets at tiny sizes on the CPU, as the GPU check's dry run runs them; one iteration per stage
+SHRUNK = [*gpu_prior.SHRUNK, "stages.latent.steps=1", "stages.perceptual.steps=1"]
 PRESETS = {  # the preset and what makes it small: a code of side 4 at 64 px (the head's 4 -> 8 for the 64-px decoder)
     "mobilenet_v2_prior_gpu": ["encoder.target.weights_file=null", "encoder.input_size=64"],
     "mobilenet_v2_prior_cpu": ["encoder.target.weights_file=null", "encoder.input_size=64", "data.cache=false"],

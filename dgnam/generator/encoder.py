@@ -124,16 +124,10 @@ class Perceptual(_Frozen):
 
     def __init__(self, target: Target, layers: list[list[Any]] | list[tuple[str, float]],
                  input_size: int | None = None) -> None:
-        pairs = []
-        for item in layers or []:
-            if not isinstance(item, (list, tuple)) or len(item) != 2:
-                raise DgnamValueError(f"loss.perceptual_layers item {item!r} must be a pair [layer, weight]")
-            pairs.append((str(item[0]), float(item[1])))
+        pairs = layer_pairs(target, layers or [])
         if not pairs:
             raise DgnamValueError("loss.weights.perceptual > 0 needs loss.perceptual_layers: [[layer, weight], ...]")
         super().__init__(target, pairs[0][0], input_size)
-        for name, _ in pairs:
-            target.resolve(name)  # unknown layer -> DgnamError listing the valid ones
         self.layers = pairs
 
     def forward(self, recon: Tensor, photos: Tensor) -> Tensor:
@@ -186,8 +180,14 @@ def perceptual_layers(target: Target, spec: Any, code_layer: str, input_size: in
         if spec not in ("auto", "auto_past"):
             raise DgnamValueError(f"perceptual_layers={spec!r}; valid: [[layer, weight], ...], auto, auto_past")
         return auto_perceptual_layers(target, code_layer, input_size, past=spec == "auto_past")
+    return layer_pairs(target, spec)
+
+
+def layer_pairs(target: Target, items: Any) -> list[tuple[str, float]]:
+    """``[[layer, weight], ...]`` as ``[(layer, weight), ...]``, each layer one of ``target``'s (an
+    unknown one is a DgnamError listing the valid ones)."""
     pairs = []
-    for item in spec:
+    for item in items:
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             raise DgnamValueError(f"loss.perceptual_layers item {item!r} must be a pair [layer, weight]")
         target.resolve(str(item[0]))

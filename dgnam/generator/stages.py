@@ -162,6 +162,3 @@ class StageSchedule:
         else:
             for g, b in zip(groups, new):
                 g["dgnam_base_lr"] = b
-
-    def stage_of(self, iteration: int) -> str:
-        return self.stages[self.index_at(iteration)].name

@@ -93,7 +93,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         generator = Generator(code_dim, spec)
     if gcfg.get("init_from"):
         init_from_prior(generator, encoder.describe(), os.path.expanduser(str(gcfg.init_from)))
-    perceptual = None
+    perceptual, per_stage = None, [None] * len(stages)  # per_stage: each stage's perceptual layers
     if w.get("perceptual", 0) > 0:
         if kind != "latent":
             raise DgnamValueError("loss.weights.perceptual is a term of latent priors (generator=latent); "
@@ -127,7 +127,7 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
     else:
         module = GeneratorModule(generator, encoder, comparator, discriminator, **common)
     if stages:
-        module.stages = StageSchedule(stages, per_stage if perceptual is not None else [None] * len(stages))
+        module.stages = StageSchedule(stages, per_stage)
     return {"target": target, "encoder": encoder, "comparator": comparator, "generator": generator,
             "discriminator": discriminator, "module": module, "spec": spec, "latent_encoder": latent_encoder}
 
