@@ -139,11 +139,11 @@ def test_a_run_on_another_encoder_layer_reuses_the_photos_and_latents(tiny_targe
 
 def test_a_latent_prior_run_resumes_from_its_checkpoint(compose, tmp_path):
     """The latent encoder's frozen weights are left out of checkpoints; resuming must not ask for them."""
-    from dgnam.generator.train import run
-
     import csv
 
     from conftest import assert_resumed
+
+    from dgnam.generator.train import run
 
     first = run(compose(SPATIAL_TRAIN, name="train_generator"), out_dir=tmp_path / "run")
     metrics = tmp_path / "run" / "csv" / "metrics.csv"
@@ -169,3 +169,50 @@ def test_the_shipped_spatial_priors_load_and_draw_from_their_code(name):
     out = g(info["code_mean"][None])
     assert out.shape == (1, 3, 128, 128) and 0 <= out.min() and out.max() <= 1
     assert path.stat().st_size < 50e6
+
+
+def test_an_interrupted_encode_goes_on_where_it_stopped(tiny_target, tmp_path, monkeypatch):
+    import dgnam.generator.cache as cache
+
+    folder = tmp_path / "photos" / "a"
+    folder.mkdir(parents=True)
+    for i in range(7):
+        Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy()).save(folder / f"{i}.png")
+    enc = Encoder(tiny_target, "fc1", input_size=32)
+    args = (tmp_path / "photos", enc, None, 32)
+    kw = {"load_size": 32, "flips": True, "batch_size": 2, "latent_encoder": TAEF2Encoder(None).eval()}
+    whole = cache.encode_dataset(*args, **kw)  # no interruption, nothing saved on the way
+    decode, seen = cache.decode_image, []
+
+    def stop_at_fifth(data):
+        seen.append(1)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+        return decode(data)
+
+    monkeypatch.setattr(cache, "decode_image", stop_at_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        cache.encode_dataset(*args, parts_dir=tmp_path / "parts", part_batches=1, **kw)
+    assert len(list((tmp_path / "parts").glob("part-*.pt"))) == 2  # images 0-1 and 2-3 were kept
+    seen.clear()
+    monkeypatch.setattr(cache, "decode_image", lambda data: seen.append(1) or decode(data))
+    again = cache.encode_dataset(*args, parts_dir=tmp_path / "parts", part_batches=1, **kw)
+    assert len(seen) == 3  # only images 4-6 were read again
+    for k in ("images", "codes", "latents", "labels"):
+        assert torch.equal(again[k], whole[k]), k
+    assert again["skipped"] == 0
+
+    part = sorted((tmp_path / "parts").glob("part-*.pt"))[1]
+    part.rename(part.with_name("part-999999999.pt"))  # a gap: chunks that do not follow each other
+    with pytest.raises(DgnamError, match="does not continue"):
+        cache.encode_dataset(*args, parts_dir=tmp_path / "parts", **kw)
+
+
+def test_the_cache_deletes_its_chunks_once_the_file_is_written(tiny_target, tmp_path):
+    folder = tmp_path / "photos" / "a"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy()).save(folder / f"{i}.png")
+    load_or_encode(tmp_path / "cache", tmp_path / "photos", Encoder(tiny_target, "fc1", input_size=32), None, 32,
+                   load_size=32, flips=False, batch_size=1)
+    assert [p.suffix for p in (tmp_path / "cache").iterdir()] == [".pt"]  # no .parts folder left

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -114,11 +115,29 @@ def encode_photos(photos: dict[str, Any], encoder: Encoder, comparator: Comparat
     return {"codes": torch.cat(codes), "feats": torch.cat(feats) if feats else None}
 
 
+_FIELDS = ("images", "codes", "feats", "latents")
+
+
+def _load_parts(parts_dir: Path) -> tuple[list[dict[str, Any]], int]:
+    """The chunks an interrupted :func:`encode_dataset` saved, in order, and the source index after
+    the last one. A chunk that does not follow the one before (a folder from another run) is an error."""
+    chunks, pos = [], 0
+    for part in sorted(parts_dir.glob("part-*.pt")):
+        chunk = torch.load(part, map_location="cpu", weights_only=True)
+        if not isinstance(chunk, dict) or chunk.get("start") != pos or not isinstance(chunk.get("end"), int):
+            raise DgnamValueError(f"{part} does not continue the chunks before it (start {pos}): "
+                                  f"delete {parts_dir} to encode from the first image")
+        chunks.append(chunk)
+        pos = chunk["end"]
+    return chunks, pos
+
+
 @torch.inference_mode()
 def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None, resolution: int,
                    load_size: int = 128, flips: bool = True, limit: int | None = None, batch_size: int = 64,
                    device: str | torch.device = "cpu", progress: bool = True,
-                   latent_encoder: Any = None) -> dict[str, Any]:
+                   latent_encoder: Any = None, parts_dir: str | Path | None = None,
+                   part_batches: int = 20) -> dict[str, Any]:
     """Decode, centre-crop and encode every image of ``source`` (a Parquet glob/list or a folder).
 
     Each image is cropped to its central square and resized to ``load_size`` (what E sees, after
@@ -129,57 +148,82 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
     ``skipped`` (undecodable files, counted, not fatal); ``meta``; with ``latent_encoder`` (e.g.
     :class:`dgnam.generator.taef2.TAEF2Encoder`) also ``latents`` fp16 (N, V, C, r, r) of the
     ``resolution`` images (the regression targets of a latent prior).
+
+    With ``parts_dir`` every ``part_batches`` batches are saved there as one chunk
+    (``part-<start>.pt``), and a call that finds chunks goes on after the last one: an interrupted
+    encode loses at most one chunk. The caller deletes the folder once the whole result is saved.
     """
     src = open_source(source, limit=limit)
     n = len(src)
-    images: list[Tensor] = []
-    codes: list[Tensor] = []
-    feats: list[Tensor] = []
-    latents: list[Tensor] = []
-    labels: list[int] = []
-    skipped = 0
-    t0 = time.time()
     views = 2 if flips else 1
+    parts = Path(parts_dir) if parts_dir is not None else None
+    chunks, start = _load_parts(parts) if parts is not None and parts.is_dir() else ([], 0)
+    if start:
+        log.info("going on from image %d/%d: %d chunks already encoded in %s", start, n, len(chunks), parts)
+    cur: dict[str, list[Any]] = {k: [] for k in (*_FIELDS, "labels")}
+    state = {"skipped": 0, "start": start, "batches": 0}
+    t0 = time.time()
+    n_loaded, done0 = len(chunks), sum(len(c["labels"]) for c in chunks)
 
     def flush(batch: list[Tensor]) -> None:
         big = torch.stack(batch).to(device)  # (b, 3, load, load)
         small = resize(big, resolution)  # (b, 3, R, R)
         c, f = _encode_views(encoder, comparator, big, small, flips)
-        codes.append(c)  # (b, V, D)
+        cur["codes"].append(c)  # (b, V, D)
         if f is not None:
-            feats.append(f)
+            cur["feats"].append(f)
         if latent_encoder is not None:
             ss = [small, small.flip(-1)] if flips else [small]
-            latents.append(torch.stack([latent_encoder(s).half().cpu() for s in ss], 1))
-        images.append((small * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+            cur["latents"].append(torch.stack([latent_encoder(s).half().cpu() for s in ss], 1))
+        cur["images"].append((small * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+        state["batches"] += 1
+
+    def close_chunk(end: int) -> None:
+        chunk = {k: torch.cat(cur[k]) if cur[k] else None for k in _FIELDS}
+        chunk.update(labels=torch.tensor(cur["labels"], dtype=torch.int64), skipped=state["skipped"],
+                     start=state["start"], end=end)
+        if parts is not None:
+            save_torch(chunk, parts / f"part-{state['start']:09d}.pt")
+        chunks.append(chunk)
+        for v in cur.values():
+            v.clear()
+        state.update(skipped=0, start=end, batches=0)
 
     batch: list[Tensor] = []
-    for i in range(n):
+    for i in range(start, n):
         data, label = src.raw(i)
         img = decode_image(data) if data is not None else None
         if img is None:
-            skipped += 1
-            continue
-        batch.append(pil_to_tensor(center_square(img, load_size)))
-        labels.append(label)
+            state["skipped"] += 1
+        else:
+            batch.append(pil_to_tensor(center_square(img, load_size)))
+            cur["labels"].append(label)
         if len(batch) == batch_size:
             flush(batch)
             batch = []
-            done = len(labels)
+            done = done0 + sum(len(c["labels"]) for c in chunks[n_loaded:]) + len(cur["labels"])
+            if state["batches"] == part_batches:
+                close_chunk(i + 1)
             if progress and (done // batch_size) % 10 == 0:
-                rate = done / max(time.time() - t0, 1e-6)
-                log.info("encoded %d/%d images (%.1f img/s, %d skipped)", done, n, rate, skipped)
+                rate = (done - done0) / max(time.time() - t0, 1e-6)
+                log.info("encoded %d/%d images (%.1f img/s, %d skipped)", done, n, rate,
+                         sum(int(c["skipped"]) for c in chunks) + state["skipped"])
     if batch:
         flush(batch)
-    if not labels:
+    if cur["labels"] or state["skipped"] or not chunks:
+        close_chunk(n)
+    skipped = sum(int(c["skipped"]) for c in chunks)
+    if not any(len(c["labels"]) for c in chunks):
         raise DgnamValueError(f"no decodable images in {source} ({skipped} files could not be read)")
     if skipped:
         log.warning("%d of %d image files could not be decoded and were skipped", skipped, n)
+    out = {k: torch.cat([c[k] for c in chunks if c[k] is not None]) if any(c[k] is not None for c in chunks)
+           else None for k in _FIELDS}
+    latents = out.pop("latents")
     return {
-        "images": torch.cat(images), "codes": torch.cat(codes),
-        "feats": torch.cat(feats) if feats else None, "labels": torch.tensor(labels, dtype=torch.int64),
+        **out, "labels": torch.cat([c["labels"] for c in chunks]),
         "skipped": skipped, "views": views,
-        **({"latents": torch.cat(latents)} if latents else {}),
+        **({"latents": latents} if latents is not None else {}),
         "meta": _meta(encoder, comparator, latent_encoder, resolution, load_size, flips),
     }
 
@@ -193,9 +237,13 @@ def load_or_encode(cache_dir: str | Path, source: Any, encoder: Encoder, compara
     With a latent encoder the photos, labels and latents are also stored on their own
     (``photos-<key>.pt``, keyed by :func:`photos_key`): a later run on the same photos with another
     encoder or comparator reads them and runs only E and C (when ``load_size == resolution``, so the
-    stored photos are what E sees), instead of decoding and encoding every photo again."""
+    stored photos are what E sees), instead of decoding and encoding every photo again.
+
+    An encode that is interrupted (Ctrl-C, a killed job) goes on where it stopped the next time: its
+    chunks wait in ``codes-<key>.parts/`` beside the cache file until the whole file is written."""
     key = cache_key(source, limit, encoder, comparator, resolution, flips, load_size, latent_encoder)
     path = Path(cache_dir) / f"codes-{key}.pt"
+    parts = Path(cache_dir) / f"codes-{key}.parts"  # the chunks of an encode not yet finished
     if path.is_file():
         log.info("reading cached codes %s", path)
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -210,11 +258,12 @@ def load_or_encode(cache_dir: str | Path, source: Any, encoder: Encoder, compara
     else:
         log.info("encoding %s once into %s", source, path)
         out = encode_dataset(source, encoder, comparator, resolution, load_size, flips, limit, batch_size, device,
-                             latent_encoder=latent_encoder)
+                             latent_encoder=latent_encoder, parts_dir=parts)
         if ppath is not None:
             photos = {k: out[k] for k in ("images", "labels", "skipped", "latents")}
             save_torch(photos, ppath)
     save_torch(out, path)
+    shutil.rmtree(parts, ignore_errors=True)
     return out
 
 
