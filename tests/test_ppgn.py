@@ -324,3 +324,76 @@ def test_chain_steps_take_the_samples_from_one_chain(compose, tiny_prior, tmp_pa
     with pytest.raises(DgnamError, match=r"chain_steps=0 must be an integer >= 1"):
         visualize.run(_vis(compose, prior, dae, "samples=2", "chain_steps=0"), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_diversity_term_scores_alike_samples_high_and_its_gradient_pulls_them_apart():
+    from dgnam.core.objectives import diversity
+
+    term = diversity("x", group=3)
+    same = torch.rand(1, 4, 5, 5).expand(6, -1, -1, -1)
+    assert torch.allclose(term({"x": same}), torch.ones(6))  # one picture three times: similarity 1
+    apart = torch.zeros(3, 4, 2, 2)
+    for k in range(3):
+        apart[k, k] = 1.0  # each sample's energy in its own channel: orthogonal Gram matrices
+    assert torch.allclose(term({"x": apart}), torch.zeros(3))
+    a = torch.rand(6, 4, 5, 5, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    before = term({"x": a}).mean().item()
+    opt = torch.optim.SGD([a], lr=0.5)
+    for _ in range(20):
+        opt.zero_grad()
+        term({"x": a.relu()}).sum().backward()  # subtracted from the objective: descend on it
+        opt.step()
+    assert term({"x": a.relu()}).mean().item() < before - 0.05
+    with pytest.raises(ValueError, match="does not split into groups of 3"):
+        term({"x": torch.rand(4, 4, 2, 2)})
+
+
+def _gram_similarity(images, layer="body.4"):
+    """Mean similarity of a unit's samples (consecutive triples) at ``layer`` of the tiny target."""
+    from dgnam.core.objectives import diversity
+
+    net = sys.modules["nets"].cifar_net().eval()
+    x = torch.stack([torch.from_numpy(np.asarray(im)).permute(2, 0, 1).float() / 255 for im in images])
+    x = torch.nn.functional.interpolate(x, size=32, mode="bilinear", antialias=True)
+    with torch.no_grad():
+        acts = {layer: net.body[:5](x)}
+    return diversity(layer, 3)(acts).mean().item()
+
+
+def test_diversity_runs_a_units_samples_side_by_side_and_makes_them_less_alike(compose, tmp_path):
+    sims = {}
+    for w in ("1e-9", "30"):
+        out = tmp_path / f"w{w}"
+        cfg = compose(["model=custom", "model._target_=nets.cifar_net", "method=pixel", "image_size=32", "layers=logits",
+                       "units=[0,3]", "steps=12", "batch_size=2", "output.progress=false", "samples=3",
+                       f"diversity.weight={w}", "diversity.layer=body.4"])
+        rows = visualize.run(cfg, out)["results"]
+        assert [(r["unit"], r["sample"]) for r in rows] == [(0, 0), (0, 1), (0, 2), (3, 0), (3, 1), (3, 2)]
+        assert {r["batch_size"] for r in rows} == {6}  # both units' three samples in one pass
+        sims[w] = _gram_similarity([Image.open(out / r["image"]).convert("RGB") for r in rows])
+    assert sims["30"] < sims["1e-9"] - 0.01, sims
+
+
+def test_side_by_side_samples_start_as_they_would_alone(compose, tiny_prior, tmp_path):
+    """With a negligible diversity weight, each sample of the one pass is its own chain's run (seed + k)."""
+    prior, _ = tiny_prior
+    apart = visualize.run(_vis(compose, prior, None, "samples=2"), tmp_path / "apart")["results"]
+    joint = visualize.run(_vis(compose, prior, None, "samples=2", "diversity.weight=1e-12", "diversity.layer=body.4"),
+                          tmp_path / "joint")["results"]
+    assert [r["batch_size"] for r in joint] == [4] * 4 and [r["batch_size"] for r in apart] == [2] * 4
+    for a, j in zip(apart, joint):
+        assert j["start_activation"] == pytest.approx(a["start_activation"], rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["diversity.weight=1"], r"diversity.weight=1 compares a unit's samples: it needs samples=K with K >= 2"),
+    (["samples=2", "diversity.weight=1"], r"diversity.weight=1 needs diversity.layer=<a layer of the target>"),
+    (["samples=2", "diversity.weight=1", "diversity.layer=body.44"], r"unknown layer 'body.44'"),
+    (["samples=2", "diversity.weight=1", "diversity.layer=body.4", "chain_steps=2"], r"cannot take chain_steps=2"),
+    (["samples=2", "diversity.weight=-1"], r"diversity.weight=-1 must be a number >= 0"),
+])
+def test_bad_diversity_settings_are_one_line_and_write_nothing(compose, tiny_prior, tmp_path, extra, message):
+    prior, _ = tiny_prior
+    with pytest.raises(DgnamError, match=message) as e:
+        visualize.run(_vis(compose, prior, None, *extra), tmp_path / "out")
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()

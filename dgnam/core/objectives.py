@@ -189,6 +189,27 @@ def style_match(layer: str, reference: Tensor) -> Objective:
     return Objective(fn, {layer}, f"style({layer})")
 
 
+def diversity(layer: str, group: int) -> Objective:
+    """The diversity term of feature visualization (Olah et al., Distill 2017): for each item, the mean
+    cosine similarity of its Gram matrix (:func:`gram`; a 2-D layer's vectors themselves) at ``layer``
+    with those of the other items of its group, ``group`` consecutive items (a unit's K samples
+    side by side in one batch); SUBTRACT it, so that the samples of a unit draw different things."""
+    if group < 2:
+        raise ValueError(f"diversity needs groups of at least 2 items, got {group}")
+
+    def fn(acts: Acts) -> Tensor:
+        a = acts[layer].float()
+        if a.shape[0] % group:
+            raise ValueError(f"diversity: a batch of {a.shape[0]} does not split into groups of {group}")
+        f = gram(a) if a.dim() == 4 else a
+        f = torch.nn.functional.normalize(f.flatten(1), dim=1).reshape(-1, group, f[0].numel())
+        sim = f @ f.transpose(1, 2)  # (groups, K, K)
+        others = sim.sum(-1) - sim.diagonal(dim1=1, dim2=2)
+        return (others / (group - 1)).reshape(-1)
+
+    return Objective(fn, {layer}, f"diversity({layer})")
+
+
 def total_variation(beta: float = 2.0) -> Objective:
     """Total variation of the image, ``sum((dx^2 + dy^2)^(beta/2))`` averaged per pixel; SUBTRACT it."""
 

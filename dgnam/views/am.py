@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from dgnam.config import build, build_priors, build_target_from_cfg, make_init, octave_sizes, prepare, probe_param
+from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
 from dgnam.core import transforms as T
 from dgnam.core.loop import EarlyStop, optimize
@@ -28,7 +29,7 @@ from dgnam.core.models import Target
 from dgnam.core.units import Unit, objective_for, select_units, shard_units
 from dgnam.errors import DgnamValueError
 from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_results
-from dgnam.views.sampling import check_chain, check_ppgn, check_samples, code_prior_step
+from dgnam.views.sampling import check_chain, check_diversity, check_ppgn, check_samples, code_prior_step
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     is_pixel = probe.pixel_space
     samples, ppgn = check_samples(cfg), check_ppgn(cfg, probe)
     chain = check_chain(cfg, samples, n_oct)
+    diverse = check_diversity(cfg, samples, chain, target)
+    passes = [list(range(samples))] if diverse is not None else [[k] for k in range(samples)]
     if n_oct > 1 and not is_pixel:
         raise DgnamValueError("octaves need param=pixel (the FFT parameterization has a fixed size)")
     opt_factory = build(cfg.optimizer)
@@ -114,54 +117,67 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
             chunk = units[start : start + batch_size]
             b = len(chunk)
             runs = []
-            for k in range(samples):  # sample k: its own start and noise (seed + k); sample 0 is the plain run
-                kseed = seed + k
+            for ks in passes:  # sample k: its own start and noise (seed + k); sample 0 is the plain run
+                k0, nk = ks[0], len(ks)  # with diversity all K samples in one pass, unit-major
+                kseed = seed + k0
+                run_units = [u for u in chunk for _ in ks]
+                nb = len(run_units)
                 g = torch.Generator().manual_seed(kseed)  # same draws for every batch: batching-invariant
-                ksteps = chain if chain is not None and k > 0 else steps
-                if chain is None or k == 0:  # a chain's sample k > 0 goes on from sample k-1's param
-                    init = make_init(init_cfg, b, sizes[0], kseed).to(device)
-                    param = factory(init=init, noise=init_cfg.get("kind", "noise") == "noise", generator=g).to(device)
+                ksteps = chain if chain is not None and k0 > 0 else steps
+                if chain is None or k0 == 0:  # a chain's sample k > 0 goes on from sample k-1's param
+                    inits = [make_init(init_cfg, b, sizes[0], seed + k) for k in ks]
+                    param = _start(factory, inits, [seed + k for k in ks], init_cfg.get("kind", "noise") == "noise",
+                                   g).to(device)
                 tfs, posts, penalty = build_priors(priors, g, pixel=is_pixel)
                 posts += param.post_steps()
                 posts += code_prior_step(ppgn, kseed, device)
                 own = param.penalty()
                 penalty = own if penalty is None else (penalty + own if own is not None else penalty)
+                if diverse is not None:
+                    div = diverse[0] * O.diversity(diverse[1], nk)
+                    penalty = div if penalty is None else penalty + div
                 if resize is not None:
                     tfs.append(resize)
-                unit_obj = objective_for(chunk)
+                unit_obj = objective_for(run_units)
                 objective = unit_obj - penalty if penalty is not None else unit_obj
                 t0 = time.perf_counter()
+                names = [f"{layer} {_sample_unit(u, ks[j % nk], samples).label}" for j, u in enumerate(run_units)]
                 res = optimize(param, target, objective, steps=ksteps, optimizer=opt_factory,
                                transforms=tfs, post_steps=[*posts, *extra_post_steps], scheduler=sched_factory,
                                grad_norm=grad_norm, octave_sizes=[(s, s) for s in sizes] if n_oct > 1 else None,
-                               track=unit_obj, frame_every=frame_every, callback=lambda _s: bar.update(b),
-                               early_stop=EarlyStop(patience, min_delta) if patience else None,
-                               names=[f"{layer} {_sample_unit(u, k, samples).label}" for u in chunk])
+                               track=unit_obj, frame_every=frame_every, callback=lambda _s: bar.update(nb),
+                               early_stop=EarlyStop(patience, min_delta) if patience else None, names=names)
                 ran = int(res.history.shape[0])
-                bar.update(b * (ksteps * len(sizes) - ran))  # the steps an early stop skipped
+                bar.update(nb * (ksteps * len(sizes) - ran))  # the steps an early stop skipped
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 secs = time.perf_counter() - t0
                 seen = res.images.to(device)  # score what the target saw (e.g. G's output resized)
-                final = evaluate(target, resize(seen) if resize is not None else seen, chunk)
+                final = evaluate(target, resize(seen) if resize is not None else seen, run_units)
                 krows = []
-                for i, u in enumerate(chunk):
+                for i, u in enumerate(run_units):
+                    k = ks[i % nk]
                     su = _sample_unit(u, k, samples)
                     row = {"method": cfg.get("method_name", "pixel"), "seed": seed, "layer": layer,
                            "unit": u.index, "label": su.label, "kind": u.kind,
                            "image": str(_png_path(layer, su).as_posix()) if ocfg.get("png", True) else None,
                            "activation": final["activation"][i]}
                     if samples > 1:
-                        row.update({"sample": k, "sample_seed": kseed})
+                        row.update({"sample": k, "sample_seed": seed + k})
                     if "probability" in final:
                         row["probability"] = final["probability"][i]
                         row["top1"] = final["top1"][i]
                     row.update({"start_activation": float(res.history[0, i]), "steps": ran,
-                                "seconds": secs / b, "batch_seconds": secs, "batch_size": b})
+                                "seconds": secs / nb, "batch_seconds": secs, "batch_size": nb})
                     if u.kind == "neuron":
                         row.update({"x": u.x, "y": u.y})
                     krows.append(row)
                 runs.append((krows, target.seen(res.images), [target.seen(f) for f in res.frames]))
+            if len(runs) == 1:  # one pass (one sample, or all K side by side): already unit-major
+                rows += runs[0][0]
+                imgs.append(runs[0][1])
+                frames_by_batch.append(runs[0][2])
+                continue
             # unit-major: unit 0's K samples, then unit 1's, ...
             rows += [runs[k][0][i] for i in range(b) for k in range(samples)]
             imgs.append(_interleave([r[1] for r in runs]))
@@ -179,6 +195,22 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
 def _sample_unit(unit: Unit, k: int, samples: int) -> Unit:
     """The unit as sample k names it (label ``<label>_s<k>``; unchanged for a single sample)."""
     return unit if samples == 1 else dataclasses.replace(unit, label=f"{unit.label}_s{k}")
+
+
+def _start(factory: Callable[..., nn.Module], inits: Sequence[Tensor], seeds: Sequence[int], noise: bool,
+           g: torch.Generator) -> nn.Module:
+    """The parameterization of one pass. Several samples side by side (``diversity``) each start as
+    they would alone: from their own start image, and from their own noise draw (seed + k)."""
+    param = factory(init=_interleave(inits), noise=noise, generator=g)
+    if len(inits) == 1 or not noise:
+        return param
+    alone = [dict(factory(init=i, noise=True, generator=torch.Generator().manual_seed(s)).named_parameters())
+             for i, s in zip(inits, seeds)]
+    with torch.no_grad():
+        for name, p in param.named_parameters():
+            if p.requires_grad:
+                p.copy_(_interleave([a[name] for a in alone]))
+    return param
 
 
 def _interleave(per_sample: Sequence[Tensor]) -> Tensor:

@@ -68,3 +68,23 @@ def code_prior_step(ppgn: dict[str, Any] | None, seed: int, device: torch.device
         return []
     dae = ppgn["dae"].to(device) if ppgn["dae"] is not None else None
     return [P.CodePrior(dae, ppgn["e1"], ppgn["e3"], ppgn["std"], torch.Generator().manual_seed(seed + 7919))]
+
+
+def check_diversity(cfg: DictConfig, samples: int, chain: int | None, target: Any) -> tuple[float, str] | None:
+    """``diversity: {weight, layer}``: a unit's K samples optimized together in one batch, each paying
+    ``weight`` x its mean Gram-matrix similarity to the others at ``layer``
+    (:func:`dgnam.core.objectives.diversity`). None when the weight is 0 or there is one sample."""
+    node = cfg.get("diversity")
+    weight = float(node.get("weight", 0.0) or 0.0) if node is not None else 0.0  # >= 0: dgnam.ranges
+    if not weight:
+        return None
+    if samples < 2:
+        raise DgnamValueError(f"diversity.weight={weight:g} compares a unit's samples: it needs samples=K with K >= 2")
+    if chain is not None:
+        raise DgnamValueError(f"diversity.weight={weight:g} runs a unit's samples side by side: it cannot take "
+                              f"chain_steps={chain} (one chain); drop one of them")
+    layer = node.get("layer")
+    if not layer:
+        raise DgnamValueError(f"diversity.weight={weight:g} needs diversity.layer=<a layer of the target>")
+    target.resolve(str(layer))  # an unknown layer names the valid ones
+    return weight, str(layer)
