@@ -2,6 +2,7 @@
 never the paths of the machine that trained them (same tensors: the script checks every one).
 
     python benchmarks/resave_priors.py            # rewrites dgnam/priors/*_g*.pt in place, prints the sha256s
+    python benchmarks/resave_priors.py mobilenet_v2_latent_spatial_gridfree_g128.pt   # only the files named
 
 Paths under the shared folder become ``${dgnam_shared:}/...`` (what conf/ writes), paths under a
 checkout become relative to it (``outputs/...``), and ``generator.init_from`` the name of the prior
@@ -44,6 +45,9 @@ COMMANDS = {  # docs/generator.md, in the order they ran (a fine-tune after its 
     "mobilenet_v2_latent_spatial_deep_g128.pt": [
         RUN.format("mobilenet_v2_latent_spatial_deep_cpu", "mobilenet_v2_latent_spatial_deep_cpu",
                    "mobilenet_v2_latent_spatial_deep_g128.pt").replace("_cpu hydra", "_cpu threads=1 hydra", 1)],
+    "mobilenet_v2_latent_spatial_gridfree_g128.pt": [
+        RUN.format("mobilenet_v2_latent_spatial_gridfree_cpu", "mobilenet_v2_latent_spatial_gridfree_cpu",
+                   "mobilenet_v2_latent_spatial_gridfree_g128.pt")],
 }
 
 
@@ -69,7 +73,12 @@ def clean(value, shared: str):
 def main() -> None:
     shared = str(Path(shared_dir()).resolve())
     digests = {}
+    only = set(sys.argv[1:])
+    if only - set(COMMANDS):
+        raise SystemExit(f"unknown prior file(s) {sorted(only - set(COMMANDS))}; valid: {', '.join(COMMANDS)}")
     for name, commands in COMMANDS.items():
+        if only and name not in only:
+            continue
         path = PRIORS_DIR / name
         blob = torch.load(path, map_location="cpu", weights_only=True)
         assert blob["format"] == FORMAT
@@ -80,7 +89,8 @@ def main() -> None:
         extra["command"] = commands
         extra["encoder_weights_sha256"] = sha256_of(Path(shared) / "models" / blob["encoder"]["weights_file"])
         if init_from:
-            extra["init_from_sha256"] = digests[Path(init_from).stem + ".pt"]  # a path before, a name after
+            parent = Path(init_from).stem + ".pt"  # a path before, a name after
+            extra["init_from_sha256"] = digests.get(parent) or sha256_of(PRIORS_DIR / parent)
         new = {**blob, "extra": extra}
         save_torch(new, path)
         back = torch.load(path, map_location="cpu", weights_only=True)

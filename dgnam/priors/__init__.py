@@ -88,6 +88,16 @@ _PRIORS = (
           _EVAL.format("mobilenet_v2_latent_spatial_deep_g128", " --threads 1"),
           tuple(_COMPARE.format("dgnam_deep", s) + f" hydra.sweep.dir=multirun/compare_deep{x}"
                 for s, x in ((0, ""), (1, "_s1"), (2, "_s2")))),
+    Prior("mobilenet_v2_latent_spatial_gridfree_g128", "79c0552bda881855c736cebe2b60576c10a3d55ecf3d029b084c2faeb4221482",
+          5743161, "latent", 128, _MOBILENET, _SPATIAL, ("dgnam_deep + param.prior=<this name>",),
+          ("python train_generator.py experiment_train=mobilenet_v2_latent_spatial_gridfree_cpu "
+           "hydra.run.dir=outputs/train_generator/mobilenet_v2_latent_spatial_gridfree_cpu "
+           "export.path=dgnam/priors/mobilenet_v2_latent_spatial_gridfree_g128.pt",),
+          {"recon_mse": 0.0238, "recon_psnr_db": 16.73, "recon_mobilenet_top1_pct": 24.5, "recon_judge_top1_pct": 21.3,
+           "compare_judge_top1_pct": "95.0 ± 5.0 % (3 seeds)", "compare_judge_p": 0.849, "compare_grid": 0.92},
+          _EVAL.format("mobilenet_v2_latent_spatial_gridfree_g128", " --threads 1"),
+          (_COMPARE.format("dgnam_deep", "0,1,2") + " param.prior=mobilenet_v2_latent_spatial_gridfree_g128"
+           " hydra.sweep.dir=multirun/compare_gridfree",)),
     Prior("mobilenet_v2_latent_spatial_perceptual_g128", "bec5aaa0ecca4b319a436cabfef170979fa637881e0c67c469067c2dd4307d64",
           5743041, "latent", 128, _MOBILENET, _SPATIAL, ("dgnam_perceptual",),
           ("python train_generator.py experiment_train=mobilenet_v2_latent_spatial_perceptual_cpu threads=1 "
