@@ -161,9 +161,11 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
     if start:
         log.info("going on from image %d/%d: %d chunks already encoded in %s", start, n, len(chunks), parts)
     cur: dict[str, list[Any]] = {k: [] for k in (*_FIELDS, "labels")}
-    state = {"skipped": 0, "start": start, "batches": 0}
+    done0 = sum(len(c["labels"]) for c in chunks)
+    # skipped / batches: the open chunk's; done / skipped_all: the whole encode's, for the progress log
+    state = {"skipped": 0, "start": start, "batches": 0, "done": done0,
+             "skipped_all": sum(int(c["skipped"]) for c in chunks)}
     t0 = time.time()
-    n_loaded, done0 = len(chunks), sum(len(c["labels"]) for c in chunks)
 
     def flush(batch: list[Tensor]) -> None:
         big = torch.stack(batch).to(device)  # (b, 3, load, load)
@@ -177,6 +179,7 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
             cur["latents"].append(torch.stack([latent_encoder(s).half().cpu() for s in ss], 1))
         cur["images"].append((small * 255).round().clamp(0, 255).to(torch.uint8).cpu())
         state["batches"] += 1
+        state["done"] += len(batch)
 
     def close_chunk(end: int) -> None:
         chunk = {k: torch.cat(cur[k]) if cur[k] else None for k in _FIELDS}
@@ -195,19 +198,19 @@ def encode_dataset(source: Any, encoder: Encoder, comparator: Comparator | None,
         img = decode_image(data) if data is not None else None
         if img is None:
             state["skipped"] += 1
+            state["skipped_all"] += 1
         else:
             batch.append(pil_to_tensor(center_square(img, load_size)))
             cur["labels"].append(label)
         if len(batch) == batch_size:
             flush(batch)
             batch = []
-            done = done0 + sum(len(c["labels"]) for c in chunks[n_loaded:]) + len(cur["labels"])
             if state["batches"] == part_batches:
                 close_chunk(i + 1)
+            done = state["done"]
             if progress and (done // batch_size) % 10 == 0:
                 rate = (done - done0) / max(time.time() - t0, 1e-6)
-                log.info("encoded %d/%d images (%.1f img/s, %d skipped)", done, n, rate,
-                         sum(int(c["skipped"]) for c in chunks) + state["skipped"])
+                log.info("encoded %d/%d images (%.1f img/s, %d skipped)", done, n, rate, state["skipped_all"])
     if batch:
         flush(batch)
     if cur["labels"] or state["skipped"] or not chunks:
