@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--mean-image", help="a .pt tensor (3, R, R); default: mean of the validation photos")
     ap.add_argument("--metrics", help="Lightning metrics.csv for the loss curves")
     ap.add_argument("--max-step", type=int, help="plot the curves up to this step (e.g. the exported checkpoint's)")
-    ap.add_argument("--out", default="docs/img")
+    ap.add_argument("--out", default="outputs/evaluate",
+                    help="folder for the sample grid (and the curves); docs/img for the published figures")
     ap.add_argument("--prefix", default="generator_")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--judge", help="an independent classifier (.pt2, RGB in [0, 1], 1000 logits): its top-1 "
