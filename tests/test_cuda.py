@@ -88,9 +88,8 @@ def test_unknown_precision_is_a_user_error():
 def test_generator_training_runs_on_cuda_with_bf16_autocast(compose, tmp_path):
     from test_generator import TINY_OVERRIDES
 
-    from train_generator import run
-
     from dgnam.generator.prior import load_prior
+    from train_generator import run
 
     out = run(compose(TINY_OVERRIDES + ["device=cuda"], name="train_generator"), out_dir=tmp_path)
     assert out["iterations"] == 2

@@ -96,9 +96,10 @@ def test_the_code_prior_step_pulls_towards_r_and_its_noise_is_per_item():
 @pytest.fixture(scope="module")
 def tiny_prior(tmp_path_factory):
     """A tiny spatial latent prior (192 x 4 x 4 code, random decoder) and a code DAE for it."""
-    from dgnam.generator.train import run
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+
+    from dgnam.generator.train import run
 
     d = tmp_path_factory.mktemp("ppgn")
     GlobalHydra.instance().clear()
@@ -374,6 +375,34 @@ def test_diversity_runs_a_units_samples_side_by_side_and_makes_them_less_alike(c
     assert sims["30"] < sims["1e-9"] - 0.01, sims
 
 
+def test_the_diversity_term_runs_for_the_share_of_the_steps_until_says():
+    from dgnam.core.objectives import Objective
+    from dgnam.views.sampling import until_step
+
+    term, count = until_step(Objective(lambda a: a["x"].sum(1), {"x"}, "t"), 2)
+    acts = {"x": torch.ones(3, 4)}
+    assert term.layers == {"x"} and term(acts).tolist() == [4.0] * 3
+    count(None, 0)  # after step 0: step 1 still has it
+    assert term(acts).tolist() == [4.0] * 3
+    count(None, 1)
+    assert term(acts).tolist() == [0.0] * 3
+
+
+def test_diversity_until_changes_only_the_steps_it_covers(compose, tmp_path):
+    def images(*extra):
+        out = tmp_path / "_".join(extra)
+        cfg = compose(["model=custom", "model._target_=nets.cifar_net", "method=pixel", "image_size=32", "layers=logits",
+                       "units=[0]", "steps=12", "output.progress=false", "samples=3", "diversity.layer=body.4", *extra])
+        return [np.asarray(Image.open(out / r["image"])) for r in visualize.run(cfg, out)["results"]]
+
+    tiny = images("diversity.weight=1e-12")
+    never = images("diversity.weight=30", "diversity.until=0.01")  # round(0.12 steps): no step has the term
+    half, whole = images("diversity.weight=30", "diversity.until=0.5"), images("diversity.weight=30")
+    assert all(np.array_equal(a, b) for a, b in zip(tiny, never))
+    assert not any(np.array_equal(a, b) for a, b in zip(half, tiny))
+    assert not any(np.array_equal(a, b) for a, b in zip(half, whole))
+
+
 def test_side_by_side_samples_start_as_they_would_alone(compose, tiny_prior, tmp_path):
     """With a negligible diversity weight, each sample of the one pass is its own chain's run (seed + k)."""
     prior, _ = tiny_prior
@@ -391,6 +420,7 @@ def test_side_by_side_samples_start_as_they_would_alone(compose, tiny_prior, tmp
     (["samples=2", "diversity.weight=1", "diversity.layer=body.44"], r"unknown layer 'body.44'"),
     (["samples=2", "diversity.weight=1", "diversity.layer=body.4", "chain_steps=2"], r"cannot take chain_steps=2"),
     (["samples=2", "diversity.weight=-1"], r"diversity.weight=-1 must be a number >= 0"),
+    (["samples=2", "diversity.weight=1", "diversity.layer=body.4", "diversity.until=0"], r"diversity.until=0 must be"),
 ])
 def test_bad_diversity_settings_are_one_line_and_write_nothing(compose, tiny_prior, tmp_path, extra, message):
     prior, _ = tiny_prior

@@ -29,7 +29,7 @@ from dgnam.core.models import Target
 from dgnam.core.units import Unit, objective_for, select_units, shard_units
 from dgnam.errors import DgnamValueError
 from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_results
-from dgnam.views.sampling import check_chain, check_diversity, check_ppgn, check_samples, code_prior_step
+from dgnam.views.sampling import check_chain, check_diversity, check_ppgn, check_samples, code_prior_step, until_step
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,9 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                 own = param.penalty()
                 penalty = own if penalty is None else (penalty + own if own is not None else penalty)
                 if diverse is not None:
-                    div = diverse[0] * O.diversity(diverse[1], nk)
+                    div, count = until_step(diverse[0] * O.diversity(diverse[1], nk),
+                                            round(diverse[2] * ksteps * len(sizes)))
+                    posts.append(count)
                     penalty = div if penalty is None else penalty + div
                 if resize is not None:
                     tfs.append(resize)

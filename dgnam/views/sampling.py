@@ -16,7 +16,9 @@ import torch
 from omegaconf import DictConfig
 
 from dgnam.checks import positive_int
+from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
+from dgnam.core.loop import PostStep
 from dgnam.core.params.base import ImageParam
 from dgnam.errors import DgnamValueError
 
@@ -70,10 +72,11 @@ def code_prior_step(ppgn: dict[str, Any] | None, seed: int, device: torch.device
     return [P.CodePrior(dae, ppgn["e1"], ppgn["e3"], ppgn["std"], torch.Generator().manual_seed(seed + 7919))]
 
 
-def check_diversity(cfg: DictConfig, samples: int, chain: int | None, target: Any) -> tuple[float, str] | None:
-    """``diversity: {weight, layer}``: a unit's K samples optimized together in one batch, each paying
+def check_diversity(cfg: DictConfig, samples: int, chain: int | None, target: Any) -> tuple[float, str, float] | None:
+    """``diversity: {weight, layer, until}``: a unit's K samples optimized together in one batch, each paying
     ``weight`` x its mean Gram-matrix similarity to the others at ``layer``
-    (:func:`dgnam.core.objectives.diversity`). None when the weight is 0 or there is one sample."""
+    (:func:`dgnam.core.objectives.diversity`) for the first ``until`` share of the steps. None when the
+    weight is 0 or there is one sample."""
     node = cfg.get("diversity")
     weight = float(node.get("weight", 0.0) or 0.0) if node is not None else 0.0  # >= 0: dgnam.ranges
     if not weight:
@@ -87,4 +90,20 @@ def check_diversity(cfg: DictConfig, samples: int, chain: int | None, target: An
     if not layer:
         raise DgnamValueError(f"diversity.weight={weight:g} needs diversity.layer=<a layer of the target>")
     target.resolve(str(layer))  # an unknown layer names the valid ones
-    return weight, str(layer)
+    until = node.get("until", 1.0)  # in (0, 1]: dgnam.ranges
+    return weight, str(layer), 1.0 if until is None else float(until)
+
+
+def until_step(term: O.Objective, last: int) -> tuple[O.Objective, PostStep]:
+    """``term`` for the steps before step ``last`` of a run, 0 from there on, and the post-step
+    that counts the steps (the loop calls it after each step with the step's number)."""
+    on = [last > 0]
+
+    def fn(acts: O.Acts) -> torch.Tensor:
+        value = term(acts)
+        return value if on[0] else torch.zeros_like(value)
+
+    def count(_param: ImageParam, step: int) -> None:
+        on[0] = step + 1 < last
+
+    return O.Objective(fn, term.layers, f"{term.name} until step {last}"), count
