@@ -16,6 +16,10 @@ import dgnam.config  # noqa: F401  (registers the structured configs that conf/ 
 from dgnam.core.models import Target
 
 REPO = Path(__file__).resolve().parents[1]
+# precision=auto is bf16 only on CPUs with bf16 hardware (AMX, AVX-512 BF16): the suite's exact
+# comparisons are fp32's, so it runs every CPU as fp32-only (subprocesses inherit it); the tests of
+# auto itself set dgnam.core.precision._cpu_bf16 as they need
+os.environ.setdefault("DGNAM_CPU_BF16", "0")
 CONF = REPO / "conf"
 SHARED = Path(os.environ.get("DGNAM_SHARED", REPO.parent / "shared"))
 MOBILENET = SHARED / "models" / "mobilenet_v2_imagenet.pth"

@@ -77,6 +77,17 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     assert torch.equal(g(), _generator_param("bf16")())
 
 
+def test_dgnam_cpu_bf16_overrides_what_the_cpu_reports(monkeypatch):
+    monkeypatch.setattr(PR, "_cpu_bf16_detected", lambda: True)
+    monkeypatch.setenv("DGNAM_CPU_BF16", "0")
+    assert PR.resolve("auto", "cpu") == "fp32"  # a bf16 CPU run as fp32-only (the test suite does)
+    monkeypatch.setattr(PR, "_cpu_bf16_detected", lambda: False)
+    monkeypatch.setenv("DGNAM_CPU_BF16", "1")
+    assert PR.resolve("auto", "cpu") == "bf16"
+    monkeypatch.setenv("DGNAM_CPU_BF16", "")
+    assert PR.resolve("auto", "cpu") == "fp32"  # unset: what the CPU reports
+
+
 def test_one_precision_key_reaches_the_target_and_the_prior(compose):
     cfg = compose(["method=dgnam_deep", "precision=bf16"])
     assert cfg.model.precision == "bf16" and cfg.param.precision == "bf16"

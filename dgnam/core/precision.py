@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import torch
 
@@ -26,8 +27,17 @@ from dgnam.errors import DgnamValueError
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-@functools.lru_cache(maxsize=None)
 def _cpu_bf16() -> bool:
+    """The CPU's bf16 hardware, unless ``DGNAM_CPU_BF16=0`` (treat it as fp32-only: the same numbers
+    as on any other CPU; the test suite sets it) or ``=1`` (treat it as bf16-capable)."""
+    env = os.environ.get("DGNAM_CPU_BF16", "").strip()
+    if env in ("0", "1"):
+        return env == "1"
+    return _cpu_bf16_detected()
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_bf16_detected() -> bool:
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
