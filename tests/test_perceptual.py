@@ -148,6 +148,7 @@ def test_the_shipped_deep_prior_is_the_third_stage_and_the_default(compose):
     assert ic["extra"]["init_from_sha256"] == dgnam.priors.get("mobilenet_v2_latent_spatial_perceptual_g128").sha256
     assert [name for name, _ in cfg["loss"]["perceptual_layers"]][-2:] == ["features.16.add", "features.18"]
     prior = {m: compose([f"method={m}"] if m else ["param=generator"]).param.prior
-             for m in ("", "dgnam", "dgnam_tuned", "dgnam_tr", "dgnam_deep")}
-    assert prior[""].endswith("mobilenet_v2_latent_spatial_deep_g128.pt") and prior["dgnam_deep"] == prior[""]
+             for m in ("", "dgnam", "dgnam_tuned", "dgnam_tr", "dgnam_deep", "ppgn")}
+    assert prior[""].endswith("mobilenet_v2_latent_spatial_gridfree_g128.pt") and prior["dgnam_deep"] == prior[""]
+    assert prior["ppgn"].endswith("mobilenet_v2_latent_spatial_deep_g128.pt")  # R is a DAE of the stage-3 prior's codes
     assert all(prior[m].endswith("mobilenet_v2_pool_g64.pt") for m in ("dgnam", "dgnam_tuned", "dgnam_tr"))

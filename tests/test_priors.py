@@ -20,7 +20,7 @@ from dgnam.errors import DgnamError
 from dgnam.generator.prior import load_prior
 from dgnam.priors import hub
 
-DEEP = dgnam.priors.get("mobilenet_v2_latent_spatial_deep_g128")
+DEEP = dgnam.priors.get(dgnam.priors.DEFAULT)  # the prior of method=dgnam_deep
 TINY = dict(steps=2, image_size=32, mean=[0.5] * 3, std=[0.25] * 3)
 
 
@@ -57,7 +57,7 @@ def test_every_other_shipped_file_records_no_machines_paths():
 def test_a_name_is_its_file_and_an_unknown_name_is_one_line():
     assert dgnam.priors.resolve(DEEP.name) == DEEP.path == dgnam.priors.resolve(DEEP.path)
     assert dgnam.priors.get(DEEP.file) is DEEP
-    with pytest.raises(DgnamError, match=r"unknown prior 'mobilenet_v2_deep'.*shipped: mobilenet_v2_latent_spatial_deep_g128"):
+    with pytest.raises(DgnamError, match=r"unknown prior 'mobilenet_v2_deep'.*shipped: mobilenet_v2_latent_spatial_gridfree_g128"):
         dgnam.priors.get("mobilenet_v2_deep")
 
 
@@ -84,7 +84,7 @@ def damaged_copy(folder: Path) -> Path:
 def test_a_damaged_shipped_file_is_refused_by_its_sha256(tmp_path, monkeypatch):
     damaged_copy(tmp_path / "priors")
     monkeypatch.setattr(dgnam.priors, "HERE", tmp_path / "priors")
-    with pytest.raises(DgnamError, match=r"^the prior mobilenet_v2_latent_spatial_deep_g128 \(.*\) has sha256 .*expected cfb60a519ae67258"):
+    with pytest.raises(DgnamError, match=r"^the prior mobilenet_v2_latent_spatial_gridfree_g128 \(.*\) has sha256 .*expected 79c0552bda881855"):
         load_prior(DEEP.name)
     with pytest.raises(DgnamError, match="has sha256"):  # a file with its sha256 given
         dgnam.priors.resolve(tmp_path / "priors" / DEEP.file, sha256=DEEP.sha256)
@@ -135,7 +135,7 @@ def test_a_wrong_sha256_or_an_unreachable_url_is_one_line_and_keeps_nothing(serv
     url, www, _ = server
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     damaged_copy(www)
-    with pytest.raises(DgnamError, match=r"^the prior downloaded from .* has sha256 .*not the given cfb60a519ae67258.*not kept"):
+    with pytest.raises(DgnamError, match=r"^the prior downloaded from .* has sha256 .*not the given 79c0552bda881855.*not kept"):
         dgnam.priors.resolve(f"{url}/{DEEP.file}", sha256=DEEP.sha256, progress=False)
     assert not any(hub.cache_dir().iterdir())
     with pytest.raises(DgnamError, match=r"^cannot download the prior .*/missing.pt: "):
