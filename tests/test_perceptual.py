@@ -130,7 +130,7 @@ def test_the_shipped_perceptual_prior_is_a_fine_tune_of_the_spatial_one():
     assert ib["extra"]["init_from_sha256"] == dgnam.priors.get("mobilenet_v2_latent_spatial_g128").sha256
 
 
-def test_the_shipped_deep_prior_is_the_third_stage_and_the_default(compose):
+def test_the_shipped_deep_prior_is_the_third_stage_and_ppgns_prior(compose):
     """Stage 3 starts from stage 2 and adds layers past the code; it is param=generator's default,
     while the paper-recipe methods keep the pixel prior they were measured with."""
     from conftest import REPO

@@ -20,7 +20,7 @@ from dgnam.errors import DgnamError
 from dgnam.generator.prior import load_prior
 from dgnam.priors import hub
 
-DEEP = dgnam.priors.get(dgnam.priors.DEFAULT)  # the prior of method=dgnam_deep
+DEFAULT_PRIOR = dgnam.priors.get(dgnam.priors.DEFAULT)  # the prior of method=dgnam_deep
 TINY = dict(steps=2, image_size=32, mean=[0.5] * 3, std=[0.25] * 3)
 
 
@@ -55,28 +55,28 @@ def test_every_other_shipped_file_records_no_machines_paths():
 
 
 def test_a_name_is_its_file_and_an_unknown_name_is_one_line():
-    assert dgnam.priors.resolve(DEEP.name) == DEEP.path == dgnam.priors.resolve(DEEP.path)
-    assert dgnam.priors.get(DEEP.file) is DEEP
+    assert dgnam.priors.resolve(DEFAULT_PRIOR.name) == DEFAULT_PRIOR.path == dgnam.priors.resolve(DEFAULT_PRIOR.path)
+    assert dgnam.priors.get(DEFAULT_PRIOR.file) is DEFAULT_PRIOR
     with pytest.raises(DgnamError, match=r"unknown prior 'mobilenet_v2_deep'.*shipped: mobilenet_v2_latent_spatial_gridfree_g128"):
         dgnam.priors.get("mobilenet_v2_deep")
 
 
 def test_param_prior_by_name_draws_what_the_file_draws(one_thread):
     net = TinyNet()
-    by_name = dgnam.visualize(net, "logits", [1], method="dgnam_deep", overrides=[f"param.prior={DEEP.name}"], **TINY)
+    by_name = dgnam.visualize(net, "logits", [1], method="dgnam_deep", overrides=[f"param.prior={DEFAULT_PRIOR.name}"], **TINY)
     by_path = dgnam.visualize(net, "logits", [1], method="dgnam_deep", **TINY)
-    assert by_name.cfg.param.prior == DEEP.name
+    assert by_name.cfg.param.prior == DEFAULT_PRIOR.name
     assert torch.equal(by_name.images, by_path.images)
 
 
 def damaged_copy(folder: Path) -> Path:
     folder.mkdir(exist_ok=True)
-    bad = folder / DEEP.file
-    shutil.copy2(DEEP.path, bad)
+    bad = folder / DEFAULT_PRIOR.file
+    shutil.copy2(DEFAULT_PRIOR.path, bad)
     with open(bad, "r+b") as f:  # one byte of the weights flipped
-        f.seek(DEEP.size // 2)
+        f.seek(DEFAULT_PRIOR.size // 2)
         b = f.read(1)
-        f.seek(DEEP.size // 2)
+        f.seek(DEFAULT_PRIOR.size // 2)
         f.write(bytes([b[0] ^ 1]))
     return bad
 
@@ -85,9 +85,9 @@ def test_a_damaged_shipped_file_is_refused_by_its_sha256(tmp_path, monkeypatch):
     damaged_copy(tmp_path / "priors")
     monkeypatch.setattr(dgnam.priors, "HERE", tmp_path / "priors")
     with pytest.raises(DgnamError, match=r"^the prior mobilenet_v2_latent_spatial_gridfree_g128 \(.*\) has sha256 .*expected 79c0552bda881855"):
-        load_prior(DEEP.name)
+        load_prior(DEFAULT_PRIOR.name)
     with pytest.raises(DgnamError, match="has sha256"):  # a file with its sha256 given
-        dgnam.priors.resolve(tmp_path / "priors" / DEEP.file, sha256=DEEP.sha256)
+        dgnam.priors.resolve(tmp_path / "priors" / DEFAULT_PRIOR.file, sha256=DEFAULT_PRIOR.sha256)
 
 
 @pytest.fixture
@@ -117,18 +117,18 @@ def server(tmp_path):
 def test_a_prior_by_url_is_downloaded_once_checked_and_loaded(server, tmp_path, monkeypatch, one_thread):
     url, www, hits = server
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    shutil.copy2(DEEP.path, www / "lab_prior.pt")
+    shutil.copy2(DEFAULT_PRIOR.path, www / "lab_prior.pt")
     net = TinyNet()
-    over = [f"param.prior={url}/lab_prior.pt", f"param.prior_sha256={DEEP.sha256}"]
+    over = [f"param.prior={url}/lab_prior.pt", f"param.prior_sha256={DEFAULT_PRIOR.sha256}"]
     by_url = dgnam.visualize(net, "logits", [1], method="dgnam_deep", overrides=over, **TINY)
-    cached = hub.cache_dir() / f"{DEEP.sha256[:12]}-lab_prior.pt"
-    assert cached.is_relative_to(tmp_path / "torch_home") and hub.sha256_of(cached) == DEEP.sha256
+    cached = hub.cache_dir() / f"{DEFAULT_PRIOR.sha256[:12]}-lab_prior.pt"
+    assert cached.is_relative_to(tmp_path / "torch_home") and hub.sha256_of(cached) == DEFAULT_PRIOR.sha256
     n = len(hits)
-    g, info = load_prior(f"{url}/lab_prior.pt", sha256=DEEP.sha256)  # from the cache: no new request
+    g, info = load_prior(f"{url}/lab_prior.pt", sha256=DEFAULT_PRIOR.sha256)  # from the cache: no new request
     assert len(hits) == n >= 1 and info["code_dim"] == 36864
     assert torch.equal(by_url.images, dgnam.visualize(net, "logits", [1], method="dgnam_deep", **TINY).images)
     # file:// works the same
-    assert load_prior(Path(www / "lab_prior.pt").as_uri(), sha256=DEEP.sha256)[1]["code_dim"] == 36864
+    assert load_prior(Path(www / "lab_prior.pt").as_uri(), sha256=DEFAULT_PRIOR.sha256)[1]["code_dim"] == 36864
 
 
 def test_a_wrong_sha256_or_an_unreachable_url_is_one_line_and_keeps_nothing(server, tmp_path, monkeypatch):
@@ -136,14 +136,14 @@ def test_a_wrong_sha256_or_an_unreachable_url_is_one_line_and_keeps_nothing(serv
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     damaged_copy(www)
     with pytest.raises(DgnamError, match=r"^the prior downloaded from .* has sha256 .*not the given 79c0552bda881855.*not kept"):
-        dgnam.priors.resolve(f"{url}/{DEEP.file}", sha256=DEEP.sha256, progress=False)
+        dgnam.priors.resolve(f"{url}/{DEFAULT_PRIOR.file}", sha256=DEFAULT_PRIOR.sha256, progress=False)
     assert not any(hub.cache_dir().iterdir())
     with pytest.raises(DgnamError, match=r"^cannot download the prior .*/missing.pt: "):
-        dgnam.priors.resolve(f"{url}/missing.pt", sha256=DEEP.sha256, progress=False)
+        dgnam.priors.resolve(f"{url}/missing.pt", sha256=DEFAULT_PRIOR.sha256, progress=False)
     with pytest.raises(DgnamError, match=r"^cannot download the prior file://.*: "):
-        dgnam.priors.resolve((tmp_path / "nothing.pt").as_uri(), sha256=DEEP.sha256, progress=False)
+        dgnam.priors.resolve((tmp_path / "nothing.pt").as_uri(), sha256=DEFAULT_PRIOR.sha256, progress=False)
     with pytest.raises(DgnamError, match=r"needs its sha256 as 64 hex digits"):
-        dgnam.priors.resolve(f"{url}/{DEEP.file}")
+        dgnam.priors.resolve(f"{url}/{DEFAULT_PRIOR.file}")
 
 
 def test_the_priors_page_lists_the_entries():
