@@ -19,7 +19,7 @@ next one runs):
 5. ``prior``: ``experiment_train=mobilenet_v2_prior_gpu`` (``--preset``) for the time left, on one
    Parquet shard of the shared ImageNet-50 (5,000 photos, 26.8 MiB; no validation shard: beside it
    only the shared MobileNetV2, TAEF2 and judge travel, 24.6 MiB), every 10th photo held out; its
-   three stages (latent, perceptual, deep) sized from a timed warm-up so that all are reached, each
+   four stages (latent, perceptual, deep, grid) sized from a timed warm-up so that all are reached, each
    one's iterations and images/s; the judge's top-1 of the held-out reconstructions, and DGN-AM
    through the new prior on the comparison's 20 classes, judged (benchmarks/gpu_prior.py says how);
    its prior copied back.
@@ -179,7 +179,7 @@ def train(a: argparse.Namespace, out: Path, seconds: float, device: torch.device
 
 
 def prior(a: argparse.Namespace, out: Path, seconds: float, device: torch.device) -> dict[str, Any]:
-    """The GPU prior preset in its three stages, timed, its held-out reconstructions and DGN-AM
+    """The GPU prior preset in its four stages, timed, its held-out reconstructions and DGN-AM
     through it judged (benchmarks/gpu_prior.py)."""
     from gpu_prior import train_and_judge
 

@@ -1,8 +1,8 @@
 """The ``prior`` section of benchmarks/gpu_check.py: does the prior recipe scale to a GPU?
 
 ``experiment_train=mobilenet_v2_prior_gpu`` (``--preset``) trains on one Parquet shard of the shared
-ImageNet-50 for the section's time, with all three of its stages (latent, perceptual, deep) inside
-that time; then its reconstructions of held-out photos are judged, and DGN-AM runs through the new
+ImageNet-50 for the section's time, with all four of its stages (latent, perceptual, deep, grid)
+inside that time; then its reconstructions of held-out photos are judged, and DGN-AM runs through the new
 prior on the comparison's classes, judged too.
 
 - Photos: the shard's 5,000 rows are split in two Parquet files on the machine: every
@@ -13,9 +13,9 @@ prior on the comparison's classes, judged too.
   photos) gives each stage's seconds per G iteration. The training time ``T`` is what is left of
   the section minus :data:`RESERVE` (E's code statistics before and after training, the export, the
   evaluation, DGN-AM). ``stages.latent.steps`` = :data:`SHARES` [0] x T / its seconds per iteration,
-  ``stages.perceptual.steps`` = :data:`SHARES` [1] x T / its seconds per iteration; the deep stage
-  (``steps: null``) runs until ``trainer.max_time`` = T, so it has ~30 % of T and is reached unless
-  the first two stages run 43 % slower than in the warm-up. The section's ``setup_s`` (from the
+  ``stages.perceptual.steps`` = :data:`SHARES` [1] x T and ``stages.deep.steps`` = :data:`SHARES` [2]
+  x T / theirs; the grid stage (``steps: null`` here) runs until ``trainer.max_time`` = T, so it has
+  ~10 % of T and is reached unless the first three stages run 11 % slower than in the warm-up. The section's ``setup_s`` (from the
   run's start to its first batch) and ``after_training_s`` say how much of RESERVE was needed.
 - Reported, one row each: the iterations, seconds and images/s (G iterations x batch / seconds,
   from the first batch's start to the last one's end, synchronized at stage changes) of each stage
@@ -50,10 +50,10 @@ from omegaconf import open_dict
 REPO = Path(__file__).resolve().parents[1]
 SHARD = SHARED / "data" / "imagenet50-128" / "train-00000-of-00006.parquet"  # 5,000 photos, 26.8 MiB
 HOLD_EVERY = 10        # every 10th row of the shard is held out (row 9, 19, ...)
-SHARES = (0.4, 0.3)    # of the training time: the latent and the perceptual stage; the deep stage has the rest
+SHARES = (0.4, 0.3, 0.2)  # of the training time: the latent, perceptual and deep stage; the grid stage has the rest
 WARM, WARM_SKIP = 10, 3  # warm-up iterations per stage, of which the first ones are not timed
 RESERVE = 75.0         # seconds of the section kept for what is not training (see the docstring)
-STAGES = ("latent", "perceptual", "deep")
+STAGES = ("latent", "perceptual", "deep", "grid")
 # tests/test_stages.py's SHRUNK and PRESETS["mobilenet_v2_prior_gpu"]: the preset at tiny sizes on the CPU
 SHRUNK = ["device=cpu", "data=synthetic", "data.synthetic_size=8", "data.limit_train=null", "data.batch_size=4",
           "data.num_workers=0", "trainer=smoke", "trainer.max_epochs=-1", "trainer.max_steps=-1",
@@ -184,9 +184,9 @@ def train_and_judge(a: argparse.Namespace, out: Path, seconds: float, device: to
                     None, "synthetic (no shard)"
         # warm-up: a few iterations of each stage, synchronized, for each stage's seconds per iteration
         warm = 2 if dry else WARM
-        cfg = compose([*base, *data, f"stages.latent.steps={warm}", f"stages.perceptual.steps={warm}",
+        cfg = compose([*base, *data, *(f"stages.{n}.steps={warm}" for n in STAGES[:3]), "stages.grid.steps=null",
                        "code_stats.max_images=" + ("8" if dry else "256"), "logger=none"]
-                      + ([] if dry else [f"trainer.max_time={hms(120)}"]), {"stop_at": 3 * warm, "sync_each": True})
+                      + ([] if dry else [f"trainer.max_time={hms(120)}"]), {"stop_at": 4 * warm, "sync_each": True})
         t_warm = time.perf_counter()
         run(cfg, out_dir=tmp / "warmup")
         warm_s = time.perf_counter() - t_warm
@@ -196,7 +196,7 @@ def train_and_judge(a: argparse.Namespace, out: Path, seconds: float, device: to
                  for i, share in enumerate(SHARES)]
         if dry:  # 1-2 iterations per stage
             steps = [min(n, 2) for n in steps]
-        overrides = [*base, *data, f"stages.latent.steps={steps[0]}", f"stages.perceptual.steps={steps[1]}"]
+        overrides = [*base, *data, *(f"stages.{n}.steps={k}" for n, k in zip(STAGES, steps)), "stages.grid.steps=null"]
         overrides += [] if dry else [f"trainer.max_time={hms(train_s)}"]
         cfg = compose(overrides, {"stop_at": sum(steps) + 2} if dry else {})
         t_run = time.perf_counter()
@@ -215,7 +215,7 @@ def train_and_judge(a: argparse.Namespace, out: Path, seconds: float, device: to
         rows: list[dict[str, Any]] = []
         for i, name in enumerate(STAGES):
             n, t = its.get(i, 0), secs.get(i)
-            rows.append({"what": f"stage {i + 1}: {name}", "planned_iterations": steps[i] if i < 2 else "to the end",
+            rows.append({"what": f"stage {i + 1}: {name}", "planned_iterations": steps[i] if i < len(steps) else "to the end",
                          "iterations": n, "seconds": round(t, 1) if t else None,
                          "images_s": round(n * batch / t, 1) if t else None,
                          "warmup_s_per_iteration": round(spi[i], 4) if i in spi else None})

@@ -39,10 +39,10 @@ def check_prior(sec):
     import gpu_prior
 
     rows = {r["what"].split(":")[0]: r for r in sec["rows"]}
-    stages = [rows[f"stage {i}"] for i in (1, 2, 3)]
+    stages = [rows[f"stage {i}"] for i in (1, 2, 3, 4)]
     assert all(1 <= r["iterations"] <= 2 and r["images_s"] > 0 for r in stages), stages
-    assert [r["planned_iterations"] for r in stages[:2]] == [r["iterations"] for r in stages[:2]]
-    assert sec["stages_reached"] == 3 and sec["csv_stages"] == [1, 2, 3]
+    assert [r["planned_iterations"] for r in stages[:3]] == [r["iterations"] for r in stages[:3]]
+    assert sec["stages_reached"] == 4 and sec["csv_stages"] == [1, 2, 3, 4]
     train = next(r for r in sec["rows"] if r["what"].startswith("training"))
     assert train["iterations"] == sum(r["iterations"] for r in stages) and train["images_s"] > 0
     held, dg = rows["held-out photos"], rows["DGN-AM dgnam_deep fp32 through this prior, classes"]

@@ -100,7 +100,8 @@ def test_a_staged_run_switches_terms_lr_and_d_by_iteration_and_resumes_in_its_st
 
 
 # the presets at tiny sizes on the CPU, as the GPU check's dry run runs them; one iteration per stage
-SHRUNK = [*gpu_prior.SHRUNK, "stages.latent.steps=1", "stages.perceptual.steps=1"]
+SHRUNK = [*gpu_prior.SHRUNK, "stages.latent.steps=1", "stages.perceptual.steps=1", "stages.deep.steps=1",
+          "stages.grid.steps=2"]
 PRESETS = {  # the preset and what makes it small: a code of side 4 at 64 px (the head's 4 -> 8 for the 64-px decoder)
     "mobilenet_v2_prior_gpu": ["encoder.target.weights_file=null", "encoder.input_size=64"],
     "mobilenet_v2_prior_cpu": ["encoder.target.weights_file=null", "encoder.input_size=64", "data.cache=false"],
@@ -118,9 +119,16 @@ def test_each_prior_preset_runs_its_stages_shrunk_and_resumes(compose, tmp_path,
     base = [f"experiment_train={preset}", *SHRUNK, *PRESETS[preset]]
     out = run(compose([*base, "trainer.max_steps=3"], name="train_generator"), out_dir=tmp_path / "a")
     assert out["iterations"] == 2 and [r["train/stage"] for r in rows(tmp_path / "a")] == ["1.0", "2.0"]
-    out2 = run(compose([*base, "trainer.max_steps=5", f"ckpt_path={out['last_ckpt']}"], name="train_generator"),
+    # resumed: stage 3, then the grid stage, whose 2 iterations end the run (max_steps is past them)
+    out2 = run(compose([*base, "trainer.max_steps=50", f"ckpt_path={out['last_ckpt']}"], name="train_generator"),
                out_dir=tmp_path / "b")
-    assert out2["iterations"] == 4 and [r["train/stage"] for r in rows(tmp_path / "b")] == ["3.0", "3.0"]
+    got = rows(tmp_path / "b")
+    assert out2["iterations"] == 5 and [r["train/stage"] for r in got] == ["3.0", "4.0", "4.0"]
+    assert [bool(r.get("train/grid")) for r in got] == [False, True, True]  # the grid term in stage 4 only
+    # a finished run resumed again does nothing more
+    out3 = run(compose([*base, "trainer.max_steps=50", f"ckpt_path={out2['last_ckpt']}"], name="train_generator"),
+               out_dir=tmp_path / "c")
+    assert out3["iterations"] == 5
     g, info = load_prior(out2["prior"])
     assert g(torch.rand(1, info["code_dim"])).shape == (1, 3, 64, 64)
 

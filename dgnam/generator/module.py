@@ -108,10 +108,11 @@ class GeneratorModule(L.LightningModule):
 
     stages: Any = None  # a dgnam.generator.stages.StageSchedule: the recipe's stages within one run
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         self._freeze()
-        if self.stages is not None:  # this iteration's stage: loss weights, perceptual layers, G's lr
-            self.stages.apply(self)
+        if self.stages is not None:  # this iteration's stage: loss weights, perceptual layers, G's lr (-1: all done)
+            return self.stages.apply(self)
+        return None
 
     def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._freeze()

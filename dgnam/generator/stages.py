@@ -4,13 +4,14 @@ The spatial latent prior that works was made in three runs, each starting from t
 prior: the latent regression with the latent D, then the perceptual term up to the code, then that
 term past the code. ``stages`` runs such a chain as one training run: an ordered mapping of stage
 name to what changes in it, each stage lasting ``steps`` G iterations (null on the last: until
-``trainer.max_steps`` or ``trainer.max_time``)::
+``trainer.max_steps`` or ``trainer.max_time``; a number on the last ends the run after it)::
 
     stages:
       latent:     {steps: 3000, weights: {adversarial: 50.0, perceptual: 0.0}}
       perceptual: {steps: 1500, weights: {adversarial: 0.0, perceptual: 1000.0}, lr_scale: 0.1,
                    perceptual_layers: [[features.3.add, 1.0], [features.14.conv.0, 1.0]]}
-      deep:       {steps: null, perceptual_layers: [...], lr_scale: 0.1}
+      deep:       {steps: 2800, perceptual_layers: [...], lr_scale: 0.1}
+      grid:       {steps: 300, weights: {grid: 1000.0}, perceptual_layers: [...], lr_scale: 0.1}
 
 Keys of a stage (all optional but ``steps``): ``weights`` (merged over ``loss.weights``),
 ``perceptual_layers`` (``[[layer, weight], ...]``, or ``auto`` / ``auto_past``: picked by depth, see
@@ -118,10 +119,21 @@ class StageSchedule:
         for i, s in enumerate(self.stages):
             if s.end is None or iteration < s.end:
                 return i
-        return len(self.stages) - 1  # past the last stage's steps: it goes on
+        return len(self.stages) - 1
 
-    def apply(self, module: Any) -> None:
+    def finished(self, iteration: int) -> bool:
+        """Whether a last stage of a fixed length is over at ``iteration``: the run ends there."""
+        end = self.stages[-1].end
+        return end is not None and iteration >= end
+
+    def apply(self, module: Any) -> int | None:
+        """Set the module up for its next iteration; -1 (Lightning's "skip the rest of the epoch"), with
+        the trainer told to stop, when a last stage of fixed length is over."""
         it = int(module.iteration)
+        if self.finished(it):
+            log.info("stage %r ended at G iteration %d: the run ends", self.stages[-1].name, it)
+            module.trainer.should_stop = True
+            return -1
         i = self.index_at(it)
         if self._defaults is None:
             self._defaults = {"feature_every": getattr(module, "feature_every", 1),
@@ -141,6 +153,7 @@ class StageSchedule:
                 module.perceptual.layers = list(self.layers[i] or self._defaults["layers"] or [])
         self.scale_lr(module, s.lr_scale)
         module.log("train/stage", float(i + 1), on_step=True, on_epoch=False, batch_size=1)
+        return None
 
     @staticmethod
     def scale_lr(module: Any, scale: float) -> None:
