@@ -64,6 +64,15 @@ def test_a_mistyped_training_override_is_one_line(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_bad_dgnam_cpu_bf16_is_its_own_one_line_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DGNAM_CPU_BF16", "yes")
+    code = run_script(monkeypatch, "visualize.py", *SMALL, f"hydra.run.dir={tmp_path / 'run'}")
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # (after the random-weights warning)
+    assert code == 2 and last.startswith("error: DGNAM_CPU_BF16='yes'; valid: 0"), last  # not a layer's size error
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("where", ["under a file", "under /proc"])
 def test_a_run_directory_that_cannot_be_created_is_one_line(tmp_path, monkeypatch, capsys, where):
     blocker = tmp_path / "a_file"

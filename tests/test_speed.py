@@ -86,6 +86,9 @@ def test_dgnam_cpu_bf16_overrides_what_the_cpu_reports(monkeypatch):
     assert PR.resolve("auto", "cpu") == "bf16"
     monkeypatch.setenv("DGNAM_CPU_BF16", "")
     assert PR.resolve("auto", "cpu") == "fp32"  # unset: what the CPU reports
+    monkeypatch.setenv("DGNAM_CPU_BF16", "yes")
+    with pytest.raises(DgnamError, match=r"^DGNAM_CPU_BF16='yes'; valid: 0 \(fp32 only\), 1 .*, or unset"):
+        PR.resolve("auto", "cpu")
 
 
 def test_one_precision_key_reaches_the_target_and_the_prior(compose):

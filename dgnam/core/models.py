@@ -27,7 +27,7 @@ from dgnam.core.aliases import ALIAS_STYLE, imagenet_categories, sequential_alia
 from dgnam.core.devices import pick_device
 from dgnam.core.fold import fold_batchnorm
 from dgnam.core.weights import check_weights, download, load_weights_file, resolve_weights_enum
-from dgnam.errors import DgnamValueError, choices, first_line
+from dgnam.errors import DgnamError, DgnamValueError, choices, first_line
 from dgnam.safeload import weights_only_everywhere
 
 log = logging.getLogger(__name__)
@@ -213,6 +213,8 @@ class Target(nn.Module):
             x = torch.zeros(1, 3, size, size, device=self.mean.device)
             try:
                 self._shapes[key] = tuple(self(x, [layer])[layer].shape[1:])
+            except DgnamError:  # a setting's own error (one line already), not the size's
+                raise
             except (RuntimeError, AssertionError, ValueError) as e:
                 fix = (f"{self.name} takes {self.in_channels} x {self.input_size} x {self.input_size} inputs: use "
                        f"image_size={self.input_size}" if size != self.input_size else

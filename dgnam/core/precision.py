@@ -33,6 +33,9 @@ def _cpu_bf16() -> bool:
     env = os.environ.get("DGNAM_CPU_BF16", "").strip()
     if env in ("0", "1"):
         return env == "1"
+    if env:
+        raise DgnamValueError(f"DGNAM_CPU_BF16={env!r}; valid: 0 (fp32 only), 1 (bf16 hardware), "
+                              "or unset (what the CPU reports)")
     return _cpu_bf16_detected()
 
 
