@@ -130,9 +130,10 @@ def test_the_shipped_perceptual_prior_is_a_fine_tune_of_the_spatial_one():
     assert ib["extra"]["init_from_sha256"] == dgnam.priors.get("mobilenet_v2_latent_spatial_g128").sha256
 
 
-def test_the_shipped_deep_prior_is_the_third_stage_and_ppgns_prior(compose):
-    """Stage 3 starts from stage 2 and adds layers past the code; it is param=generator's default,
-    while the paper-recipe methods keep the pixel prior they were measured with."""
+def test_the_shipped_deep_prior_is_the_third_stage(compose):
+    """Stage 3 starts from stage 2 and adds layers past the code. The default prior (param=generator,
+    dgnam_deep, ppgn) is the grid-free stage 4; the paper-recipe methods keep the pixel prior they
+    were measured with."""
     from conftest import REPO
 
     from dgnam.generator.encoder import same_encoder
@@ -150,5 +151,5 @@ def test_the_shipped_deep_prior_is_the_third_stage_and_ppgns_prior(compose):
     prior = {m: compose([f"method={m}"] if m else ["param=generator"]).param.prior
              for m in ("", "dgnam", "dgnam_tuned", "dgnam_tr", "dgnam_deep", "ppgn")}
     assert prior[""].endswith("mobilenet_v2_latent_spatial_gridfree_g128.pt") and prior["dgnam_deep"] == prior[""]
-    assert prior["ppgn"].endswith("mobilenet_v2_latent_spatial_deep_g128.pt")  # R is a DAE of the stage-3 prior's codes
+    assert prior["ppgn"] == prior[""]  # PPGN runs through the default prior (R is of the encoder's codes, which it shares)
     assert all(prior[m].endswith("mobilenet_v2_pool_g64.pt") for m in ("dgnam", "dgnam_tuned", "dgnam_tr"))

@@ -427,3 +427,18 @@ def test_bad_diversity_settings_are_one_line_and_write_nothing(compose, tiny_pri
     with pytest.raises(DgnamError, match=message) as e:
         visualize.run(_vis(compose, prior, None, *extra), tmp_path / "out")
     assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
+def test_the_shipped_dae_serves_the_default_prior_and_stage_3_alike():
+    """method=ppgn runs R (made with the stage-3 prior) through the default grid-free prior: R sees only
+    the encoder's codes, so the two priors must share the encoder and the code statistics R was made with."""
+    from dgnam.generator.encoder import same_encoder
+
+    pri = REPO / "dgnam" / "priors"
+    _, deep = load_prior(pri / "mobilenet_v2_latent_spatial_deep_g128.pt")
+    _, free = load_prior(pri / "mobilenet_v2_latent_spatial_gridfree_g128.pt")
+    assert same_encoder(deep["encoder"], free["encoder"]) and deep["code_dim"] == free["code_dim"]
+    dae = load_dae(pri / "mobilenet_v2_latent_spatial_deep_code_dae.pt", code_dim=free["code_dim"])
+    for info in (deep, free):
+        assert torch.equal(dae.mean.flatten(), info["code_mean"].float().flatten())
+        assert torch.equal(dae.std.flatten(), info["code_std"].float().clamp_min(1e-3).flatten())
