@@ -15,8 +15,8 @@ prior on the comparison's classes, judged too.
   evaluation, DGN-AM). ``stages.latent.steps`` = :data:`SHARES` [0] x T / its seconds per iteration,
   ``stages.perceptual.steps`` = :data:`SHARES` [1] x T and ``stages.deep.steps`` = :data:`SHARES` [2]
   x T / theirs; the grid stage (``steps: null`` here) runs until ``trainer.max_time`` = T, so it has
-  ~10 % of T and is reached unless the first three stages run 11 % slower than in the warm-up. The section's ``setup_s`` (from the
-  run's start to its first batch) and ``after_training_s`` say how much of RESERVE was needed.
+  ~10 % of T and is reached unless the first three stages run 11 % slower than in the warm-up. The
+  section's ``setup_s`` (from the run's start to its first batch) and ``after_training_s`` say how much of RESERVE was needed.
 - Reported, one row each: the iterations, seconds and images/s (G iterations x batch / seconds,
   from the first batch's start to the last one's end, synchronized at stage changes) of each stage
   and of the whole training; on the held-out photos, the reconstructions' PSNR, the target's top-1
@@ -54,6 +54,8 @@ SHARES = (0.4, 0.3, 0.2)  # of the training time: the latent, perceptual and dee
 WARM, WARM_SKIP = 10, 3  # warm-up iterations per stage, of which the first ones are not timed
 RESERVE = 75.0         # seconds of the section kept for what is not training (see the docstring)
 STAGES = ("latent", "perceptual", "deep", "grid")
+
+
 # tests/test_stages.py's SHRUNK and PRESETS["mobilenet_v2_prior_gpu"]: the preset at tiny sizes on the CPU
 SHRUNK = ["device=cpu", "data=synthetic", "data.synthetic_size=8", "data.limit_train=null", "data.batch_size=4",
           "data.num_workers=0", "trainer=smoke", "trainer.max_epochs=-1", "trainer.max_steps=-1",
@@ -64,6 +66,11 @@ SHRUNK = ["device=cpu", "data=synthetic", "data.synthetic_size=8", "data.limit_t
           "discriminator.spec.joint_fc=[8]", "discriminator.spec.image_fc=[8]", "code_stats.max_images=8",
           "grid_images=2", "loss.feature_items=2", "stages.perceptual.feature_items=2",
           "stages.deep.feature_items=2", "encoder.input_size=64"]
+
+
+def stage_steps(steps: list[int]) -> list[str]:
+    """Overrides giving the stages before the last these lengths; the last runs to trainer.max_time."""
+    return [*(f"stages.{n}.steps={k}" for n, k in zip(STAGES[:-1], steps)), f"stages.{STAGES[-1]}.steps=null"]
 
 
 class StageClock(Callback):
@@ -184,9 +191,9 @@ def train_and_judge(a: argparse.Namespace, out: Path, seconds: float, device: to
                     None, "synthetic (no shard)"
         # warm-up: a few iterations of each stage, synchronized, for each stage's seconds per iteration
         warm = 2 if dry else WARM
-        cfg = compose([*base, *data, *(f"stages.{n}.steps={warm}" for n in STAGES[:3]), "stages.grid.steps=null",
+        cfg = compose([*base, *data, *stage_steps([warm] * (len(STAGES) - 1)),
                        "code_stats.max_images=" + ("8" if dry else "256"), "logger=none"]
-                      + ([] if dry else [f"trainer.max_time={hms(120)}"]), {"stop_at": 4 * warm, "sync_each": True})
+                      + ([] if dry else [f"trainer.max_time={hms(120)}"]), {"stop_at": len(STAGES) * warm, "sync_each": True})
         t_warm = time.perf_counter()
         run(cfg, out_dir=tmp / "warmup")
         warm_s = time.perf_counter() - t_warm
@@ -196,7 +203,7 @@ def train_and_judge(a: argparse.Namespace, out: Path, seconds: float, device: to
                  for i, share in enumerate(SHARES)]
         if dry:  # 1-2 iterations per stage
             steps = [min(n, 2) for n in steps]
-        overrides = [*base, *data, *(f"stages.{n}.steps={k}" for n, k in zip(STAGES, steps)), "stages.grid.steps=null"]
+        overrides = [*base, *data, *stage_steps(steps)]
         overrides += [] if dry else [f"trainer.max_time={hms(train_s)}"]
         cfg = compose(overrides, {"stop_at": sum(steps) + 2} if dry else {})
         t_run = time.perf_counter()
