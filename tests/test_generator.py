@@ -561,6 +561,40 @@ def test_shipped_prior_loads():
     assert path.stat().st_size < 50e6
 
 
+def test_grid_scores_of_reconstructions_see_a_decoder_mesh():
+    """The generator report's grid medians: a G that returns the photo scores the photos' ratio, one
+    that lays a faint 4-px cross-hatch over it scores higher at both periods (the 4-px lines are 8-px lines too)."""
+    from dgnam.generator.evaluate import grid_scores
+
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    f = (torch.fft.fftfreq(n).view(n, 1) ** 2 + torch.fft.fftfreq(n).view(1, n) ** 2).sqrt().clamp_min(1 / n)
+    photos = torch.fft.ifft2(torch.complex(torch.randn(6, 3, n, n, generator=g), torch.randn(6, 3, n, n, generator=g)) / f).real
+    photos = (photos - photos.amin((2, 3), keepdim=True)) / (photos.amax((2, 3), keepdim=True) - photos.amin((2, 3), keepdim=True))
+
+    class Same(torch.nn.Module):
+        resolution = n
+
+        def forward(self, h):
+            return h
+
+    class Meshed(Same):
+        def forward(self, h):
+            h = h.clone()
+            h[..., 1::4, :] *= 0.9
+            h[..., :, 1::4] *= 0.9
+            return h
+
+    same = grid_scores(Same(), lambda x: x, photos, batch_size=4)
+    assert set(same) == {"grid_recon_median", "grid4_recon_median", "grid_photo_median", "grid4_photo_median"}
+    assert same["grid_recon_median"] == pytest.approx(same["grid_photo_median"])
+    assert 0.8 < same["grid4_photo_median"] < 1.2
+    meshed = grid_scores(Meshed(), lambda x: x, photos, batch_size=4)
+    assert meshed["grid4_recon_median"] > same["grid4_photo_median"] + 0.5
+    assert meshed["grid_recon_median"] > same["grid_photo_median"] + 0.1
+    assert meshed["grid4_photo_median"] == same["grid4_photo_median"]
+
+
 def test_judge_scores_of_reconstructions():
     """The generator report's independent-judge accuracy: perfect for a perfect G, chance-like for a bad one."""
     from dgnam.generator.evaluate import judge_scores

@@ -165,6 +165,31 @@ def test_grid_ratio_scores_a_grid_high_and_photo_like_images_near_one():
     assert grid_ratio(torch.rand(1, 3, 16, 16)).isnan().all()  # too small to hold the lines
 
 
+def test_grid4_counts_a_4px_cross_hatch_in_the_report_rows(tmp_path):
+    """The report's grid4 (period 4) is high for a faint 4-px cross-hatch over a photo-like image and
+    about 1 for the image without it; a checkerboard of 8-px cells (period 16) leaves it near 1."""
+    from dgnam.eval.report import score_rows
+    from dgnam.eval.stats import FINE_GRID_PERIOD
+    from dgnam.io import save_png
+
+    n = 128
+    pink = _pink(n, 1, seed=3)
+    hatch = pink.clone()
+    hatch[..., 1::4, :] *= 0.95  # dark lines every 4 px, 5 % contrast
+    hatch[..., :, 1::4] *= 0.95
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    cells = 0.5 + 0.1 * (((i // 8) + (j // 8)) % 2).float().expand(1, 3, n, n)
+    paths = {}
+    for name, img in {"pink": pink, "hatch": hatch, "cells": cells}.items():
+        paths[name] = tmp_path / f"{name}.png"
+        save_png(img[0], paths[name])
+    rows = [{"source": str(p), "kind": "channel", "unit": 0, "method": k} for k, p in paths.items()]
+    g4 = {r["method"]: r["grid4"] for r in score_rows(rows, [], stats_size=None)}
+    assert FINE_GRID_PERIOD == 4
+    assert 0.85 < g4["pink"] < 1.1 and g4["hatch"] > 1.5 and g4["hatch"] > g4["pink"] + 0.4, g4
+    assert g4["cells"] < 1.1, g4
+
+
 @needs_shared(DATA)
 def test_grid_ratio_of_shared_photos_is_about_one():
     from dgnam.generator.data import ImageDataset, ParquetImages
@@ -232,7 +257,8 @@ def test_report_builds_from_tiny_runs(compose, tiny_runs, judge_files, tmp_path)
     assert pix["activation"] == pytest.approx(sum(r["activation"] for r in rows if r["method"] == "pixel") / 4)
 
     md = (out / "report.md").read_text()
-    assert "![grid](grid.png)" in md and "| fixed top-1 % |" in md
+    assert "![grid](grid.png)" in md and "| fixed top-1 % |" in md and "| grid | grid 4 px |" in md
+    assert all(math.isfinite(r["grid4"]) for r in rows) and pix["grid4"] is not None
     assert "| pixel | 4 (2 × 2) |" in md and "50.0 ± 0.0" in md
     assert md.index("| yosinski |") < md.index("| pixel |")
     html = (out / "report.html").read_text()

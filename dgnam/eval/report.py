@@ -42,6 +42,7 @@ from dgnam.eval.judges import Judge, load_judge
 from dgnam.eval.render import _mean, _pct, _scale, _unit_key, write_report
 from dgnam.eval.runs import REQUIRED_KEYS, check_shards, find_run_dirs, gather_rows  # noqa: F401 (the report's API)
 from dgnam.eval.stats import (
+    FINE_GRID_PERIOD,
     HF_RADIUS,
     STATS_SIZE,
     grid_ratio,
@@ -114,6 +115,7 @@ def score_rows(rows: Sequence[dict[str, Any]], judges: Sequence[Judge], hf_radiu
         o["tv"] = float(total_variation(simg[None])[0])
         o["hf_energy"] = float(high_frequency_energy(simg[None], hf_radius)[0])
         o["grid"] = float(grid_ratio(img[None])[0])  # at the size it was made: resizing moves the grid's lines
+        o["grid4"] = float(grid_ratio(img[None], FINE_GRID_PERIOD)[0])  # the finer 4-px cross-hatch
         o["size"] = int(img.shape[-1])
         out.append(o)
     for judge in judges:
@@ -173,8 +175,9 @@ def summarize(rows: Sequence[Mapping[str, Any]], judge_names: Sequence[str],
             s[f"{j}_prob"] = _mean([r.get(f"{j}_prob") for r in cls])
         s["tv"] = _mean([r["tv"] for r in rs])
         s["hf_energy"] = _mean([r["hf_energy"] for r in rs])
-        grids = [r["grid"] for r in rs if r.get("grid") is not None and math.isfinite(r["grid"])]
-        s["grid"] = statistics.median(grids) if grids else None
+        for key in ("grid", "grid4"):
+            grids = [r[key] for r in rs if r.get(key) is not None and math.isfinite(r[key])]
+            s[key] = statistics.median(grids) if grids else None
         s["seconds"] = _mean([r.get("seconds") for r in rs])
         per_unit = {(r["seed"], _unit_key(r)): r for r in rs if r.get("diversity") is not None}
         s["diversity"] = _mean([r["diversity"] for r in per_unit.values()])

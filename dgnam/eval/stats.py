@@ -49,6 +49,7 @@ def high_frequency_energy(images: Tensor, radius: float = HF_RADIUS) -> Tensor:
 
 
 GRID_PERIOD = 8  # px: the TAEF2 decoder draws each latent cell as an 8 x 8 block (16 x 16 latents at 128 px)
+FINE_GRID_PERIOD = 4  # px: the finer cross-hatch left where the 8-px grid is gone (the report's grid4)
 
 
 def grid_ratio(images: Tensor, period: int = GRID_PERIOD) -> Tensor:
@@ -63,6 +64,11 @@ def grid_ratio(images: Tensor, period: int = GRID_PERIOD) -> Tensor:
     spectrum 0.94-1.0; an 8-px grid of 5 % contrast over such an image 1.1-1.2; DGN-AM through the
     3-stage latent prior (method=dgnam_deep) 1.34 (``benchmarks/grid_ratio.py``). Measure images at the size
     they were made: resizing moves the lines. Sides smaller than ``3 * period`` give NaN.
+
+    At ``period=4`` (``FINE_GRID_PERIOD``, the report's ``grid4``: the lines at multiples of N/4, a
+    subset of the 8-px lines) it counts the finer cross-hatch that can remain once the 8-px grid is
+    gone: photos median 0.98 (10th-90th percentile 0.86-1.10, the same 2,000 photos); DGN-AM through the
+    default prior 1.01; PPGN through it 1.10-1.12; the stage-3 prior 1.24.
     """
     if min(images.shape[-2:]) < 3 * period:
         return torch.full((images.shape[0],), float("nan"))

@@ -7,7 +7,9 @@
 Reported (on ``limit`` validation photos, evenly spread, i.e. one per class for 1000 of
 imagenet50-128): pixel MSE and PSNR of G(E(x)) against x at the generator's resolution, next to the
 mean training image as a baseline; the comparator's feature error; how often the encoder's own
-network gives x and G(E(x)) the same top-1 class (and the same for the mean image).
+network gives x and G(E(x)) the same top-1 class (and the same for the mean image); the median grid
+ratio of G(E(x)) at the 8-px and 4-px periods beside the photos' (``grid_recon_median``,
+``grid4_recon_median``, ``grid_photo_median``, ``grid4_photo_median``).
 """
 
 from __future__ import annotations
@@ -113,6 +115,24 @@ def judge_scores(judge: Any, generator: torch.nn.Module, encoder: Encoder, photo
         for key, imgs in (("photo", x), ("downsampled_photo", resize(x, res)), ("recon", g)):
             hits[key].append(judge(imgs).argmax(1) == y)
     return {f"judge_top1_{k}": float(torch.cat(v).float().mean()) for k, v in hits.items()}
+
+
+@torch.no_grad()
+def grid_scores(generator: torch.nn.Module, encoder: Encoder, photos: Tensor, batch_size: int = 50) -> dict[str, float]:
+    """Medians of the spectral grid ratio (:func:`dgnam.eval.stats.grid_ratio`) at the 8-px and the
+    4-px period over the reconstructions G(E(x)), beside the same for the photos at G's resolution:
+    how much of a decoder's grid the prior draws when it is given real codes."""
+    from dgnam.eval.stats import FINE_GRID_PERIOD, grid_ratio
+
+    res = generator.resolution
+    r: dict[str, list[Tensor]] = {k: [] for k in ("recon", "recon4", "photo", "photo4")}
+    for i in range(0, photos.shape[0], batch_size):
+        x = photos[i: i + batch_size]
+        for key, imgs in (("recon", generator(encoder(x)).float().clamp(0, 1)), ("photo", resize(x, res))):
+            r[key].append(grid_ratio(imgs))
+            r[key + "4"].append(grid_ratio(imgs, FINE_GRID_PERIOD))
+    return {f"grid{'4' if k.endswith('4') else ''}_{k.rstrip('4')}_median": float(torch.cat(v).nanmedian())
+            for k, v in r.items()}
 
 
 def comparator_numel(comparator: Comparator, res: int) -> int:
@@ -231,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         res.update(judge_scores(load_judge({"kind": "pt2", "path": a.judge, "input_size": a.judge_size}),
                                 g, enc, photos, labels))
+    res.update(grid_scores(g, enc, photos))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     save_image(sample_grid(g, enc, photos[:: max(1, len(photos) // 32)][:32]), out / f"{a.prefix}samples.png")
