@@ -186,3 +186,18 @@ def test_batchnorm_is_folded_into_the_convolutions_without_changing_any_activati
     kept = [n for n, m in ex.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert kept == ["5"]  # the BN after "4" stays (its input was asked for); the other two are folded
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in target.model.modules()) == 3  # the model untouched
+
+
+def test_generator_training_auto_precision_is_bf16_mixed_only_on_bf16_hardware(monkeypatch):
+    """train_generator.py's trainer.precision=auto: Lightning's bf16 autocast where the CPU has bf16
+    hardware (the one-run CPU prior trains ~2.5x faster there), fp32 elsewhere; other values pass through."""
+    from dgnam.generator.train import trainer_precision
+
+    monkeypatch.setenv("DGNAM_CPU_BF16", "1")
+    assert trainer_precision("auto", torch.device("cpu")) == "bf16-mixed"
+    assert trainer_precision("32-true", torch.device("cpu")) == "32-true"
+    monkeypatch.setenv("DGNAM_CPU_BF16", "0")
+    assert trainer_precision("auto", torch.device("cpu")) == "32-true"
+    assert trainer_precision("bf16-mixed", torch.device("cpu")) == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert trainer_precision("auto", torch.device("cuda")) == "32-true"  # no GPU that computes bf16

@@ -175,6 +175,17 @@ def export_checkpoint(cfg: DictConfig, dm: Any, parts: dict[str, Any], ckpt: Pat
             "code_dim": parts["encoder"].code_dim, "resolution": int(cfg.resolution)}
 
 
+def trainer_precision(precision: str, device: torch.device) -> str:
+    """Lightning's precision for ``trainer.precision``: ``auto`` is ``bf16-mixed`` where the device
+    computes bf16 in hardware (a GPU that supports it; a CPU with AVX-512 BF16 or AMX, unless
+    ``DGNAM_CPU_BF16=0``), else ``32-true``; any other value is passed to Lightning as it is."""
+    from dgnam.core.precision import native_bf16
+
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if native_bf16(device) else "32-true"
+
+
 def rank_device(device: torch.device) -> torch.device:
     """Under a distributed launch (``trainer=ddp``: Lightning's launcher, or SLURM, sets ``LOCAL_RANK``),
     a CUDA device becomes this process's own GPU; the CPU stays the CPU."""
@@ -244,9 +255,7 @@ def run(cfg: DictConfig, out_dir: str | os.PathLike | None = None) -> dict[str, 
             raise DgnamValueError(f"trainer.val_check_interval={vci} is more than the {n} training batches of an epoch; "
                              f"give at most {n}, a fraction of an epoch (e.g. 0.5), or null (once per epoch)")
     tcfg = dict(_plain(cfg.trainer))
-    precision = tcfg.pop("precision", "auto")
-    if precision == "auto":
-        precision = "bf16-mixed" if device.type == "cuda" else "32-true"
+    precision = trainer_precision(str(tcfg.pop("precision", "auto")), device)
     for key in ("checkpoint_every_minutes", "progress_bar_refresh"):  # read by conf/callbacks, not the Trainer's
         tcfg.pop(key, None)
     callbacks = build_group(cfg.get("callbacks"))
