@@ -564,7 +564,7 @@ def test_shipped_prior_loads():
 def test_grid_scores_of_reconstructions_see_a_decoder_mesh():
     """The generator report's grid medians: a G that returns the photo scores the photos' ratio, one
     that lays a faint 4-px cross-hatch over it scores higher at both periods (the 4-px lines are 8-px lines too)."""
-    from dgnam.generator.evaluate import grid_scores
+    from dgnam.generator.evaluate import evaluate
 
     g = torch.Generator().manual_seed(0)
     n = 64
@@ -585,11 +585,28 @@ def test_grid_scores_of_reconstructions_see_a_decoder_mesh():
             h[..., :, 1::4] *= 0.9
             return h
 
-    same = grid_scores(Same(), lambda x: x, photos, batch_size=4)
+    class Net:  # E's network: class 0 for everything
+        input_size = n
+
+        def __call__(self, x, layers):
+            return {"logits": torch.zeros(x.shape[0], 10)}
+
+    class Encoder:  # the identity as E
+        target = Net()
+
+        def __call__(self, x):
+            return x
+
+    def grid_scores(generator, encoder, photos, batch_size):
+        none = torch.zeros(len(photos), dtype=torch.long)
+        res = evaluate(generator, encoder, None, photos, none, photos.mean(0), batch_size, photo_preds=(none, none))
+        return {k: v for k, v in res.items() if k.startswith("grid")}
+
+    same = grid_scores(Same(), Encoder(), photos, batch_size=4)
     assert set(same) == {"grid_recon_median", "grid4_recon_median", "grid_photo_median", "grid4_photo_median"}
     assert same["grid_recon_median"] == pytest.approx(same["grid_photo_median"])
     assert 0.8 < same["grid4_photo_median"] < 1.2
-    meshed = grid_scores(Meshed(), lambda x: x, photos, batch_size=4)
+    meshed = grid_scores(Meshed(), Encoder(), photos, batch_size=4)
     assert meshed["grid4_recon_median"] > same["grid4_photo_median"] + 0.5
     assert meshed["grid_recon_median"] > same["grid_photo_median"] + 0.1
     assert meshed["grid4_photo_median"] == same["grid4_photo_median"]

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from dgnam.cli import one_line_errors
 from dgnam.core.images import mse_to_psnr, resize
+from dgnam.eval.stats import FINE_GRID_PERIOD, GRID_PERIOD, grid_ratio
 from dgnam.generator.data import ImageDataset, open_source
 from dgnam.generator.encoder import Comparator, Encoder
 from dgnam.generator.prior import load_prior, prior_encoder
@@ -61,7 +62,9 @@ def evaluate(generator: torch.nn.Module, encoder: Encoder, comparator: Comparato
     res = generator.resolution
     cls_size = target.input_size
     logits_layer = "logits"
-    out: dict[str, list[Tensor]] = {k: [] for k in ("mse", "mse_mean", "feat", "feat_mean", "feat_norm", "pred_g")}
+    grid_keys = [f"{tag}_{name}" for tag in ("grid", "grid4") for name in ("recon", "photo")]
+    out: dict[str, list[Tensor]] = {k: [] for k in ("mse", "mse_mean", "feat", "feat_mean", "feat_norm", "pred_g",
+                                                     *grid_keys)}
     m = mean_image[None]  # (1, 3, R, R)
     if photo_preds is None:
         photo_preds = photo_predictions(target, photos, res, batch_size)
@@ -71,6 +74,9 @@ def evaluate(generator: torch.nn.Module, encoder: Encoder, comparator: Comparato
         xr = resize(x, res)  # (B, 3, R, R)
         g = generator(encoder(x)).float().clamp(0, 1)
         out["mse"].append((g - xr).pow(2).flatten(1).mean(1))
+        for name, imgs in (("recon", g), ("photo", xr)):  # how much of a decoder's grid G draws from real codes
+            out[f"grid_{name}"].append(grid_ratio(imgs, GRID_PERIOD))
+            out[f"grid4_{name}"].append(grid_ratio(imgs, FINE_GRID_PERIOD))
         out["mse_mean"].append((m - xr).pow(2).flatten(1).mean(1))
         if comparator is not None:
             fx = comparator(xr)
@@ -91,6 +97,7 @@ def evaluate(generator: torch.nn.Module, encoder: Encoder, comparator: Comparato
         "top1_photo_vs_label": float((px == labels).float().mean()),
         "top1_recon_vs_label": float((cat["pred_g"] == labels).float().mean()),
         "top1_downsampled_vs_label": float((cat["pred_xr"] == labels).float().mean()),
+        **{f"{k}_median": float(cat[k].nanmedian()) for k in grid_keys},
     }
     if cat["feat"] is not None:
         res_d.update({
@@ -115,24 +122,6 @@ def judge_scores(judge: Any, generator: torch.nn.Module, encoder: Encoder, photo
         for key, imgs in (("photo", x), ("downsampled_photo", resize(x, res)), ("recon", g)):
             hits[key].append(judge(imgs).argmax(1) == y)
     return {f"judge_top1_{k}": float(torch.cat(v).float().mean()) for k, v in hits.items()}
-
-
-@torch.no_grad()
-def grid_scores(generator: torch.nn.Module, encoder: Encoder, photos: Tensor, batch_size: int = 50) -> dict[str, float]:
-    """Medians of the spectral grid ratio (:func:`dgnam.eval.stats.grid_ratio`) at the 8-px and the
-    4-px period over the reconstructions G(E(x)), beside the same for the photos at G's resolution:
-    how much of a decoder's grid the prior draws when it is given real codes."""
-    from dgnam.eval.stats import FINE_GRID_PERIOD, grid_ratio
-
-    res = generator.resolution
-    r: dict[str, list[Tensor]] = {k: [] for k in ("recon", "recon4", "photo", "photo4")}
-    for i in range(0, photos.shape[0], batch_size):
-        x = photos[i: i + batch_size]
-        for key, imgs in (("recon", generator(encoder(x)).float().clamp(0, 1)), ("photo", resize(x, res))):
-            r[key].append(grid_ratio(imgs))
-            r[key + "4"].append(grid_ratio(imgs, FINE_GRID_PERIOD))
-    return {f"grid{'4' if k.endswith('4') else ''}_{k.rstrip('4')}_median": float(torch.cat(v).nanmedian())
-            for k, v in r.items()}
 
 
 def comparator_numel(comparator: Comparator, res: int) -> int:
@@ -251,7 +240,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
         res.update(judge_scores(load_judge({"kind": "pt2", "path": a.judge, "input_size": a.judge_size}),
                                 g, enc, photos, labels))
-    res.update(grid_scores(g, enc, photos))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     save_image(sample_grid(g, enc, photos[:: max(1, len(photos) // 32)][:32]), out / f"{a.prefix}samples.png")
