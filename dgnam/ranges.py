@@ -122,6 +122,8 @@ VISUALIZE: tuple[Range, ...] = (
     _r("init.low", 0, 1), _r("init.high", 0, 1), count("octaves.n"), _r("octaves.scale", 1, open_low=True),
     count("output.grid_cols", **N), count("samples", why="images per unit, each from its own chain"),
     count("chain_steps", **N, why="steps from one sample to the next of one chain"),
+    count("pool.size", **N, why="samples drawn per unit to keep samples=K of"),
+    _r("pool.keep", 0, 1, **N, why="the share of the unit's best activation a kept sample reaches"),
     weight("ppgn.e1", why="the code prior's weight, h += e1 (R(h) - h)"),
     weight("ppgn.e3", why="the noise's std per code unit, in units of that unit's std"),
     weight("diversity.weight", why="each sample pays weight x its similarity to the unit's other samples"),

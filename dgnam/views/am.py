@@ -29,7 +29,17 @@ from dgnam.core.models import Target
 from dgnam.core.units import Unit, objective_for, select_units, shard_units
 from dgnam.errors import DgnamValueError
 from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_results
-from dgnam.views.sampling import check_chain, check_diversity, check_ppgn, check_samples, code_prior_step, until_step
+from dgnam.views.sampling import (
+    check_chain,
+    check_diversity,
+    check_pool,
+    check_ppgn,
+    check_samples,
+    code_prior_step,
+    pool_features,
+    select_pool,
+    until_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +100,13 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     factory = param_factory or build(cfg.param)
     probe = probe_param(factory, init_cfg, sizes[0], pre.seed)
     is_pixel = probe.pixel_space
-    samples, ppgn = check_samples(cfg), check_ppgn(cfg, probe)
+    keep_k, ppgn = check_samples(cfg), check_ppgn(cfg, probe)
+    pool = check_pool(cfg, keep_k, target)
+    samples = pool[0] if pool is not None else keep_k  # samples run per unit (M of a pool, of which K are kept)
     chain = check_chain(cfg, samples, n_oct)
     diverse = check_diversity(cfg, samples, chain, target)
     passes = [list(range(samples))] if diverse is not None else [[k] for k in range(samples)]
+    kept: dict[str, list[Unit]] = {}
     if n_oct > 1 and not is_pixel:
         raise DgnamValueError("octaves need param=pixel (the FFT parameterization has a fixed size)")
     opt_factory = build(cfg.optimizer)
@@ -112,7 +125,7 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     images_by_layer: dict[str, Tensor] = {}
     frames_by_layer: dict[str, list[list[Tensor]]] = {}
     for layer, units in plan.items():
-        imgs, frames_by_batch = [], []
+        imgs, frames_by_batch, kept[layer] = [], [], []
         for start in range(0, len(units), batch_size):
             chunk = units[start : start + batch_size]
             b = len(chunk)
@@ -174,24 +187,33 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                     if u.kind == "neuron":
                         row.update({"x": u.x, "y": u.y})
                     krows.append(row)
-                runs.append((krows, target.seen(res.images), [target.seen(f) for f in res.frames]))
+                feats = pool_features(target, resize(seen) if resize is not None else seen, pool[2]) if pool else None
+                runs.append((krows, target.seen(res.images), [target.seen(f) for f in res.frames], feats))
             if len(runs) == 1:  # one pass (one sample, or all K side by side): already unit-major
-                rows += runs[0][0]
-                imgs.append(runs[0][1])
-                frames_by_batch.append(runs[0][2])
-                continue
-            # unit-major: unit 0's K samples, then unit 1's, ...
-            rows += [runs[k][0][i] for i in range(b) for k in range(samples)]
-            imgs.append(_interleave([r[1] for r in runs]))
-            n_frames = min(len(r[2]) for r in runs)
-            frames_by_batch.append([_interleave([r[2][t] for r in runs]) for t in range(n_frames)])
+                crows, cimgs, cframes, cfeats = runs[0]
+            else:  # unit-major: unit 0's K samples, then unit 1's, ...
+                crows = [runs[k][0][i] for i in range(b) for k in range(samples)]
+                cimgs = _interleave([r[1] for r in runs])
+                n_frames = min(len(r[2]) for r in runs)
+                cframes = [_interleave([r[2][t] for r in runs]) for t in range(n_frames)]
+                cfeats = _interleave([r[3] for r in runs]) if pool else None
+            if pool is not None:  # keep K of each unit's M samples, chosen by the target
+                pick = [i * samples + j for i in range(b) for j in select_pool(
+                    torch.tensor([r["activation"] for r in crows[i * samples:(i + 1) * samples]]),
+                    cfeats[i * samples:(i + 1) * samples], keep_k, pool[1])]
+                crows = [{**crows[j], "pool_size": samples, "seconds": crows[j]["seconds"] * samples / keep_k}
+                         for j in pick]
+                cimgs, cframes = cimgs[pick], [f[pick] for f in cframes]
+            kept[layer].extend(
+                _sample_unit(u, int(r.get("sample", 0)), samples) for u, r in zip((u for u in chunk for _ in range(
+                    keep_k if pool else samples)), crows))
+            rows += crows
+            imgs.append(cimgs)
+            frames_by_batch.append(cframes)
         images_by_layer[layer] = torch.cat(imgs)
         frames_by_layer[layer] = frames_by_batch
     bar.close()
-    if samples > 1:
-        plan = {layer: [_sample_unit(u, k, samples) for u in units for k in range(samples)]
-                for layer, units in plan.items()}
-    return AMRun(plan, images_by_layer, frames_by_layer, rows, samples)
+    return AMRun(kept, images_by_layer, frames_by_layer, rows, keep_k)
 
 
 def _sample_unit(unit: Unit, k: int, samples: int) -> Unit:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dgnam.checks import positive_int
 from dgnam.core import objectives as O
@@ -107,3 +107,51 @@ def until_step(term: O.Objective, last: int) -> tuple[O.Objective, PostStep]:
         on[0] = step + 1 < last
 
     return O.Objective(fn, term.layers, f"{term.name} until step {last}"), count
+
+
+def check_pool(cfg: DictConfig, samples: int, target: Any) -> tuple[int, float, str] | None:
+    """``pool: {size, keep, layer}``: run ``size`` (M) samples per unit and keep ``samples`` (K) of them,
+    chosen by the target alone (:func:`select_pool`). None when ``pool.size`` is null. The numbers'
+    ranges are checked with every number (:data:`dgnam.ranges.VISUALIZE`)."""
+    node = cfg.get("pool")
+    if node is None or node.get("size") is None:
+        return None
+    size = positive_int(cfg, "pool.size")
+    if size <= samples:
+        raise DgnamValueError(f"pool.size={size} draws the samples to choose from: it must be larger than "
+                              f"samples={samples} (or null: no choice)")
+    layer = node.get("layer") or OmegaConf.select(cfg, "diversity.layer")
+    if not layer:
+        raise DgnamValueError(f"pool.size={size} chooses samples far apart at a layer: it needs pool.layer=<a layer "
+                              "of the target> (or diversity.layer)")
+    target.resolve(str(layer))  # an unknown layer names the valid ones
+    keep = node.get("keep", 0.7)  # in [0, 1]: dgnam.ranges
+    return size, 0.7 if keep is None else float(keep), str(layer)
+
+
+def pool_features(target: Any, images: torch.Tensor, layer: str) -> torch.Tensor:
+    """(N, C) features of ``images`` at ``layer`` for :func:`select_pool`: a conv layer's map
+    averaged over its positions."""
+    with torch.no_grad():
+        f = target(images, [layer])[layer].float()
+    return (f.flatten(2).mean(2) if f.dim() > 2 else f.flatten(1)).cpu()
+
+
+def select_pool(activation: torch.Tensor, features: torch.Tensor, k: int, keep: float) -> list[int]:
+    """Which k of a unit's M samples to keep, by the target alone: the candidates are the samples whose
+    activation is at least ``keep`` x the best one's (all M when the best is <= 0; the k best when fewer
+    than k pass); of those, the best sample first, then again and again the candidate farthest (largest
+    cosine distance of ``features`` to the nearest one already kept). Returns indices in 0..M-1, sorted."""
+    m = int(activation.shape[0])
+    best = float(activation.max())
+    cand = [i for i in range(m) if best <= 0 or float(activation[i]) >= keep * best]
+    if len(cand) < k:
+        cand = sorted(range(m), key=lambda i: -float(activation[i]))[:k]
+    f = torch.nn.functional.normalize(features.double(), dim=1)
+    chosen = [max(cand, key=lambda i: float(activation[i]))]
+    near = 1 - f[cand] @ f[chosen[0]]  # distance of each candidate to its nearest kept sample
+    while len(chosen) < k:
+        j = cand[int(torch.argmax(near.masked_fill(torch.tensor([c in chosen for c in cand]), -1.0)))]
+        chosen.append(j)
+        near = torch.minimum(near, 1 - f[cand] @ f[j])
+    return sorted(chosen)
