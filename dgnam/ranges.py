@@ -164,7 +164,7 @@ TRAIN: tuple[Range, ...] = (
     _r("seed", integer=True), count("threads", **N), count("resolution", 8), weight("code_noise", **N),
     positive("grad_clip_g", **N), count("grid_images", **N),
     weight("loss.weights.*"), count("loss.feature_every"), count("loss.feature_items", **N), weight("loss.perceptual_layers.*.1"),
-    count("loss.grid_codes", low=0), weight("loss.grid_noise"),
+    count("loss.grid_codes", low=0), weight("loss.grid_noise"), count("loss.grid_periods.*", 2),
     count("stages.*.steps", **N), weight("stages.*.weights.*"), count("stages.*.feature_every", **N),
     count("stages.*.feature_items", **N), positive("stages.*.lr_scale", **N), weight("stages.*.perceptual_layers.*.1"),
     weight("loss.balance.d_stop"), weight("loss.balance.d_resume"), positive("loss.balance.g_pause"),

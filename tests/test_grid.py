@@ -55,6 +55,23 @@ def test_the_grid_loss_is_zero_for_a_photo_and_its_gradient_removes_a_grid():
     assert grid_loss(gridded) == pytest.approx(torch.log(grid_ratio(gridded)).mean().item(), rel=1e-3)
 
 
+def test_the_grid_term_weighs_each_of_its_periods():
+    from types import SimpleNamespace
+
+    from dgnam.generator.latent_module import LatentGeneratorModule
+
+    photo = photo_like()
+    g = torch.zeros(64, 64)
+    g[::4, :] = 1
+    g[:, ::4] = 1
+    hatch = (photo - 0.05 * g).clamp(0, 1)  # a 4-px cross-hatch: half its lines fall on the 8-px grid's lines
+    term = {tuple(p): LatentGeneratorModule._grid(SimpleNamespace(grid_periods=p), hatch, photo).item()
+            for p in ([8], [4], [8, 4])}
+    assert term[(8, 4)] == pytest.approx((term[(8,)] + term[(4,)]) / 2, rel=1e-5)
+    assert term[(4,)] > 1.3 * term[(8,)] > 0  # the 4-px period sees the hatch best
+    assert LatentGeneratorModule._grid(SimpleNamespace(grid_periods=[8, 4]), photo, photo).item() == 0
+
+
 def test_the_grid_term_trains_a_latent_prior(compose, tmp_path):
     from dgnam.generator.train import run
 
@@ -65,6 +82,14 @@ def test_the_grid_term_trains_a_latent_prior(compose, tmp_path):
     vals = [float(r["train/grid"]) for r in rows if r.get("train/grid")]
     assert len(vals) == len(rows) >= 2 and all(math.isfinite(v) and v >= 0 for v in vals)
     assert any(v > 0 for v in vals)  # a random decoder's images carry some grid: the term is live
+    four = run(compose([*over, "loss.grid_periods=[8,4]", "trainer.max_steps=1"], name="train_generator"),
+               out_dir=tmp_path / "four")
+    assert four["prior"] and tmp_path.joinpath("four", "csv", "metrics.csv").is_file()
+    first4 = [float(r["train/grid"]) for r in csv.DictReader(open(tmp_path / "four" / "csv" / "metrics.csv"))
+              if r.get("train/grid")]
+    assert first4 and first4[0] != pytest.approx(vals[0])  # the same first step, another term
+    with pytest.raises(DgnamError, match=r"loss.grid_periods\[0\]=1 must be an integer >= 2"):
+        run(compose([*over, "loss.grid_periods=[1]"], name="train_generator"), out_dir=tmp_path / "bad")
     with pytest.raises(DgnamError, match=r"loss.grid_codes=-1 must be an integer >= 0"):
         run(compose([*over, "loss.grid_codes=-1"], name="train_generator"), out_dir=tmp_path / "bad")
     assert not (tmp_path / "bad" / "prior.pt").exists()

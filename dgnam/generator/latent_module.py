@@ -3,6 +3,7 @@ DeePSiM's losses where they are cheap."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -26,8 +27,8 @@ class LatentGeneratorModule(GeneratorModule):
       (``perceptual``, a :class:`dgnam.generator.encoder.Perceptual`). They need a decode and its
       backward pass, the expensive part: they run every ``feature_every`` steps on the first
       ``feature_items`` items of the batch (``None``: all);
-    - ``grid``: how much more of the decoder's 8-px grid Dec(H(h)) carries than the photo
-      (:func:`dgnam.generator.losses.grid_loss`), on the same decoded items, and on ``grid_codes``
+    - ``grid``: how much more of the decoder's 8-px grid (and of each period of ``grid_periods``,
+      weighted alike) Dec(H(h)) carries than the photo (:func:`dgnam.generator.losses.grid_loss`), on the same decoded items, and on ``grid_codes``
       more codes away from the photos' (each a photo's code plus Gaussian noise of ``grid_noise``
       times the batch's per-unit std, negative values set to 0: where activation maximization goes),
       which have no photo and are held to a photo's typical grid ratio of 1.
@@ -40,7 +41,7 @@ class LatentGeneratorModule(GeneratorModule):
 
     def __init__(self, generator: nn.Module, *args: Any, latent_encoder: nn.Module | None = None,
                  feature_every: int = 1, feature_items: int | None = None, perceptual: nn.Module | None = None,
-                 grid_codes: int = 0, grid_noise: float = 1.0, **kwargs: Any) -> None:
+                 grid_codes: int = 0, grid_noise: float = 1.0, grid_periods: Sequence[int] = (8,), **kwargs: Any) -> None:
         super().__init__(generator, *args, **kwargs)
         if int(feature_every) < 1:
             raise DgnamValueError(f"loss.feature_every={feature_every} must be a positive number of steps")
@@ -53,6 +54,9 @@ class LatentGeneratorModule(GeneratorModule):
         if int(grid_codes) < 0 or float(grid_noise) < 0:
             raise DgnamValueError(f"loss.grid_codes={grid_codes} and loss.grid_noise={grid_noise} must be >= 0")
         self.grid_codes, self.grid_noise = int(grid_codes), float(grid_noise)
+        self.grid_periods = [int(p) for p in grid_periods]
+        if not self.grid_periods:
+            raise DgnamValueError("loss.grid_periods=[] names no period: give at least one, e.g. [8] or [8, 4]")
         if self.weights.get("perceptual", 0) > 0 and perceptual is None:
             raise DgnamValueError("loss.weights.perceptual > 0 needs loss.perceptual_layers: [[layer, weight], ...]")
 
@@ -106,15 +110,19 @@ class LatentGeneratorModule(GeneratorModule):
             if want_p:
                 terms["perceptual"] = self.perceptual(img, batch["image"][:k])
             if want_g:
-                terms["grid"] = grid_loss(img, batch["image"][:k])
+                terms["grid"] = self._grid(img, batch["image"][:k])
                 if self.grid_codes and self.codes is not None:
                     h = self.codes[: self.grid_codes]
                     h = torch.relu(h + self.grid_noise * h.std(0, keepdim=True) * torch.randn_like(h))
                     far = self.generator.decoder(self.generator.latent(h))
-                    terms["grid"] = (k * terms["grid"] + len(h) * grid_loss(far)) / (k + len(h))
+                    terms["grid"] = (k * terms["grid"] + len(h) * self._grid(far)) / (k + len(h))
         if fake_logits is not None:
             terms["adversarial"] = generator_adversarial_loss(fake_logits)
         return terms
+
+    def _grid(self, img: Tensor, photos: Tensor | None = None) -> Tensor:
+        """The grid term over ``grid_periods``, each period weighted alike."""
+        return sum(grid_loss(img, photos, p) for p in self.grid_periods) / len(self.grid_periods)
 
     def step_metrics(self, batch: dict[str, Tensor], fake: Tensor) -> dict[str, Tensor]:
         return {"train/latent_mse": mse(fake.detach(), self.real_latents(batch))}

@@ -123,7 +123,8 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
                                        feature_every=int(cfg.loss.get("feature_every", 1)),
                                        feature_items=cfg.loss.get("feature_items"), perceptual=perceptual,
                                        grid_codes=int(cfg.loss.get("grid_codes", 0)),
-                                       grid_noise=float(cfg.loss.get("grid_noise", 1.0)), **common)
+                                       grid_noise=float(cfg.loss.get("grid_noise", 1.0)),
+                                       grid_periods=list(cfg.loss.get("grid_periods") or [8]), **common)
     else:
         module = GeneratorModule(generator, encoder, comparator, discriminator, **common)
     if stages:
