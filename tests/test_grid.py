@@ -90,6 +90,9 @@ def test_the_grid_term_trains_a_latent_prior(compose, tmp_path):
     assert first4 and first4[0] != pytest.approx(vals[0])  # the same first step, another term
     with pytest.raises(DgnamError, match=r"loss.grid_periods\[0\]=1 must be an integer >= 2"):
         run(compose([*over, "loss.grid_periods=[1]"], name="train_generator"), out_dir=tmp_path / "bad")
+    with pytest.raises(DgnamError, match=r"loss.grid_periods=\[\] names no period") as e:
+        run(compose([*over, "loss.grid_periods=[]"], name="train_generator"), out_dir=tmp_path / "bad")
+    assert "\n" not in str(e.value)
     with pytest.raises(DgnamError, match=r"loss.grid_codes=-1 must be an integer >= 0"):
         run(compose([*over, "loss.grid_codes=-1"], name="train_generator"), out_dir=tmp_path / "bad")
     assert not (tmp_path / "bad" / "prior.pt").exists()

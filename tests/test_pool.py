@@ -77,7 +77,8 @@ def test_a_pool_chooses_by_distance_at_the_layer(compose, tmp_path):
         mine = [r for r in every if r["unit"] == u]
         x = torch.stack([torch.from_numpy(np.asarray(Image.open(tmp_path / "m" / r["image"]))).permute(2, 0, 1)
                          .float() / 255 for r in mine])
-        f = torch.nn.functional.normalize(pool_features(net, x, "body.4"), dim=1)
+        with torch.no_grad():
+            f = torch.nn.functional.normalize(pool_features(net(x, ["body.4"])["body.4"]), dim=1)
         best = max(mine, key=lambda r: r["activation"])["sample"]
         far = min(range(4), key=lambda j: float(f[j] @ f[best]))  # the least similar to the best one
         assert [r["sample"] for r in kept if r["unit"] == u] == sorted({best, far})

@@ -119,12 +119,13 @@ def build_parts(cfg: DictConfig, device: torch.device) -> dict[str, Any]:
         grad_clip_g=cfg.get("grad_clip_g"),
     )
     if kind == "latent":
+        periods = cfg.loss.get("grid_periods")  # null: [8]; [] is named as an error by the module
         module = LatentGeneratorModule(generator, encoder, comparator, discriminator, latent_encoder=latent_encoder,
                                        feature_every=int(cfg.loss.get("feature_every", 1)),
                                        feature_items=cfg.loss.get("feature_items"), perceptual=perceptual,
                                        grid_codes=int(cfg.loss.get("grid_codes", 0)),
                                        grid_noise=float(cfg.loss.get("grid_noise", 1.0)),
-                                       grid_periods=list(cfg.loss.get("grid_periods") or [8]), **common)
+                                       grid_periods=[8] if periods is None else list(periods), **common)
     else:
         module = GeneratorModule(generator, encoder, comparator, discriminator, **common)
     if stages:

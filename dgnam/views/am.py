@@ -168,7 +168,8 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                     torch.cuda.synchronize()
                 secs = time.perf_counter() - t0
                 seen = res.images.to(device)  # score what the target saw (e.g. G's output resized)
-                final = evaluate(target, resize(seen) if resize is not None else seen, run_units)
+                final = evaluate(target, resize(seen) if resize is not None else seen, run_units,
+                                 pool[2] if pool is not None else None)
                 krows = []
                 for i, u in enumerate(run_units):
                     k = ks[i % nk]
@@ -187,8 +188,7 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                     if u.kind == "neuron":
                         row.update({"x": u.x, "y": u.y})
                     krows.append(row)
-                feats = pool_features(target, resize(seen) if resize is not None else seen, pool[2]) if pool else None
-                runs.append((krows, target.seen(res.images), [target.seen(f) for f in res.frames], feats))
+                runs.append((krows, target.seen(res.images), [target.seen(f) for f in res.frames], final.get("features")))
             if len(runs) == 1:  # one pass (one sample, or all K side by side): already unit-major
                 crows, cimgs, cframes, cfeats = runs[0]
             else:  # unit-major: unit 0's K samples, then unit 1's, ...
@@ -204,9 +204,9 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                 crows = [{**crows[j], "pool_size": samples, "seconds": crows[j]["seconds"] * samples / keep_k}
                          for j in pick]
                 cimgs, cframes = cimgs[pick], [f[pick] for f in cframes]
-            kept[layer].extend(
-                _sample_unit(u, int(r.get("sample", 0)), samples) for u, r in zip((u for u in chunk for _ in range(
-                    keep_k if pool else samples)), crows))
+            per_unit_rows = len(crows) // b  # K kept (or all M) samples of each unit, unit-major
+            kept[layer] += [_sample_unit(chunk[i // per_unit_rows], int(r.get("sample", 0)), samples)
+                            for i, r in enumerate(crows)]
             rows += crows
             imgs.append(cimgs)
             frames_by_batch.append(cframes)
@@ -245,16 +245,21 @@ def _interleave(per_sample: Sequence[Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(target: Target, images: Tensor, units: Sequence[Unit]) -> dict[str, list]:
+def evaluate(target: Target, images: Tensor, units: Sequence[Unit], feature_layer: str | None = None) -> dict[str, Any]:
     """Clean (untransformed) activation of each item's unit, and for class units the softmax
-    probability and the top-1 class."""
+    probability and the top-1 class; with ``feature_layer``, in the same pass, ``features``: that
+    layer's (N, C) features for :func:`dgnam.views.sampling.select_pool`."""
     obj = objective_for(units)
     layers = set(obj.layers)
     is_class = units[0].kind == "class"
     if is_class:
         layers.add("logits")
+    if feature_layer is not None:
+        layers.add(feature_layer)
     acts = target(images, layers)
-    out: dict[str, list] = {"activation": [float(v) for v in obj(acts)]}
+    out: dict[str, Any] = {"activation": [float(v) for v in obj(acts)]}
+    if feature_layer is not None:
+        out["features"] = pool_features(acts[feature_layer])
     if is_class:
         probs = acts["logits"].float().softmax(-1)
         idx = torch.tensor([u.index for u in units], device=probs.device)

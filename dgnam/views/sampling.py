@@ -129,11 +129,10 @@ def check_pool(cfg: DictConfig, samples: int, target: Any) -> tuple[int, float, 
     return size, 0.7 if keep is None else float(keep), str(layer)
 
 
-def pool_features(target: Any, images: torch.Tensor, layer: str) -> torch.Tensor:
-    """(N, C) features of ``images`` at ``layer`` for :func:`select_pool`: a conv layer's map
+def pool_features(acts: torch.Tensor) -> torch.Tensor:
+    """(N, C) features of a layer's activations for :func:`select_pool`: a conv layer's map
     averaged over its positions."""
-    with torch.no_grad():
-        f = target(images, [layer])[layer].float()
+    f = acts.detach().float()
     return (f.flatten(2).mean(2) if f.dim() > 2 else f.flatten(1)).cpu()
 
 
