@@ -177,10 +177,15 @@ def start_photo(path: str | None, size: int, seed: int) -> Tensor:
     raise DgnamValueError(f"init.path={path}: 16 photos drawn in a row could not be read")
 
 
-def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int) -> Tensor:
+def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int, probe: bool = False) -> Tensor:
     """(B, 3, size, size) start images, the same for every item: noise, grey, an image file, or a
-    photo of a dataset drawn with the seed (``photos``: each seed and so each sample, another photo)."""
+    photo of a dataset drawn with the seed (``photos``: each seed and so each sample, another photo).
+    ``facets`` (each unit its own photos, :mod:`dgnam.views.facets`) is activation maximization's
+    alone; ``probe``: a photo of its dataset, to check a run's inputs before any work."""
     kind = init.get("kind", "noise")
+    if kind == "facets" and not probe:
+        raise DgnamValueError("init.kind=facets starts each unit's samples from the photos that excite it: only "
+                              "mode=am takes it; valid here: noise, grey, image, photos")
     if kind == "noise":
         g = torch.Generator().manual_seed(seed)
         low, high = float(init.get("low", 0.4)), float(init.get("high", 0.6))
@@ -191,10 +196,10 @@ def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int) -> Tens
         if not init.get("path"):
             raise DgnamValueError("init.kind=image needs init.path=<image file> (or init.path=astronaut)")
         one = source_image(init["path"], size)[None]
-    elif kind == "photos":
+    elif kind in ("photos", "facets"):
         one = start_photo(init.get("path"), size, seed)[None]
     else:
-        raise DgnamValueError(f"unknown init kind {kind!r}; valid: noise, grey, image, photos")
+        raise DgnamValueError(f"unknown init kind {kind!r}; valid: noise, grey, image, photos, facets")
     return one.expand(batch, -1, -1, -1).contiguous()
 
 
@@ -205,7 +210,7 @@ def init_config(cfg: DictConfig) -> dict[str, Any]:
         low, high = init.get("low", 0.4), init.get("high", 0.6)
         if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in (low, high)) or low > high:
             raise DgnamValueError(f"init.low={low!r} and init.high={high!r} must be numbers with 0 <= low <= high <= 1")
-    make_init(init, 1, 8, 0)  # an unreadable image or unknown kind fails here, before any work
+    make_init(init, 1, 8, 0, probe=True)  # an unreadable image or unknown kind fails here, before any work
     return init
 
 
@@ -279,7 +284,7 @@ def probe_param(factory: Callable[..., nn.Module], init: Mapping[str, Any], size
     """Build the parameterization once for a one-item batch, as the run will, so that its
     arguments and files (a prior, statistics, an encoder for an image start) fail before any work;
     it draws from its own generator (the run's random numbers are untouched)."""
-    one = make_init(init, 1, size, seed)
+    one = make_init(init, 1, size, seed, probe=True)
     param = factory(init=one, noise=init.get("kind", "noise") == "noise", generator=torch.Generator().manual_seed(seed))
     if not isinstance(param, ImageParam):
         raise DgnamValueError(f"param._target_ must build a dgnam.core.params.ImageParam, not {type(param).__name__}")

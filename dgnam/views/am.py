@@ -29,6 +29,7 @@ from dgnam.core.models import Target
 from dgnam.core.units import Unit, objective_for, select_units, shard_units
 from dgnam.errors import DgnamValueError
 from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_results
+from dgnam.views.facets import check_facets, facet_starts
 from dgnam.views.sampling import (
     check_chain,
     check_diversity,
@@ -106,6 +107,8 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     chain = check_chain(cfg, samples, n_oct)
     diverse = check_diversity(cfg, samples, chain, target)
     passes = [list(range(samples))] if diverse is not None else [[k] for k in range(samples)]
+    facets = check_facets(init_cfg, samples, target, diverse[1] if diverse else pool[2] if pool else None,
+                          chain) if init_cfg.get("kind") == "facets" else None
     kept: dict[str, list[Unit]] = {}
     if n_oct > 1 and not is_pixel:
         raise DgnamValueError("octaves need param=pixel (the FFT parameterization has a fixed size)")
@@ -126,6 +129,8 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     frames_by_layer: dict[str, list[list[Tensor]]] = {}
     for layer, units in plan.items():
         imgs, frames_by_batch, kept[layer] = [], [], []
+        fstarts, finfo = facet_starts(target, units, samples, sizes[0], facets, device, resize,
+                                      ocfg.get("progress", True)) if facets else (None, None)
         for start in range(0, len(units), batch_size):
             chunk = units[start : start + batch_size]
             b = len(chunk)
@@ -138,7 +143,8 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                 g = torch.Generator().manual_seed(kseed)  # same draws for every batch: batching-invariant
                 ksteps = chain if chain is not None and k0 > 0 else steps
                 if chain is None or k0 == 0:  # a chain's sample k > 0 goes on from sample k-1's param
-                    inits = [make_init(init_cfg, b, sizes[0], seed + k) for k in ks]
+                    inits = [fstarts[start:start + b, k] if facets else make_init(init_cfg, b, sizes[0], seed + k)
+                             for k in ks]
                     param = _start(factory, inits, [seed + k for k in ks], init_cfg.get("kind", "noise") == "noise",
                                    g).to(device)
                 tfs, posts, penalty = build_priors(priors, g, pixel=is_pixel)
@@ -180,6 +186,8 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                            "activation": final["activation"][i]}
                     if samples > 1:
                         row.update({"sample": k, "sample_seed": seed + k})
+                    if finfo:
+                        row.update(finfo[start + i // nk][k])
                     if "probability" in final:
                         row["probability"] = final["probability"][i]
                         row["top1"] = final["top1"][i]
