@@ -178,14 +178,9 @@ def start_photo(path: str | None, size: int, seed: int) -> Tensor:
 
 
 def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int, probe: bool = False) -> Tensor:
-    """(B, 3, size, size) start images, the same for every item: noise, grey, an image file, or a
-    photo of a dataset drawn with the seed (``photos``: each seed and so each sample, another photo).
-    ``facets`` (each unit its own photos, :mod:`dgnam.views.facets`) is activation maximization's
-    alone; ``probe``: a photo of its dataset, to check a run's inputs before any work."""
+    """(B, 3, size, size) start images, the same for every item: noise, grey, an image file, or a dataset
+    photo drawn with the seed (``photos``: each sample another); ``facets`` is mode=am's (``probe``: a photo)."""
     kind = init.get("kind", "noise")
-    if kind == "facets" and not probe:
-        raise DgnamValueError("init.kind=facets starts each unit's samples from the photos that excite it: only "
-                              "mode=am takes it; valid here: noise, grey, image, photos")
     if kind == "noise":
         g = torch.Generator().manual_seed(seed)
         low, high = float(init.get("low", 0.4)), float(init.get("high", 0.6))
@@ -196,8 +191,10 @@ def make_init(init: Mapping[str, Any], batch: int, size: int, seed: int, probe: 
         if not init.get("path"):
             raise DgnamValueError("init.kind=image needs init.path=<image file> (or init.path=astronaut)")
         one = source_image(init["path"], size)[None]
-    elif kind in ("photos", "facets"):
+    elif kind == "photos" or kind == "facets" and probe:
         one = start_photo(init.get("path"), size, seed)[None]
+    elif kind == "facets":
+        raise DgnamValueError("init.kind=facets: only mode=am takes it; valid here: noise, grey, image, photos")
     else:
         raise DgnamValueError(f"unknown init kind {kind!r}; valid: noise, grey, image, photos, facets")
     return one.expand(batch, -1, -1, -1).contiguous()
