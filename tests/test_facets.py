@@ -41,9 +41,10 @@ def _cfg(compose, folder, *extra):
                     "priors.jitter=0", "priors.blur_every=0", "priors.decay=0", *extra])
 
 
-def test_each_sample_starts_from_its_own_facet(compose, tmp_path):
+@pytest.mark.parametrize("batch", [2, 1])  # one batch of both units, or a batch per unit
+def test_each_sample_starts_from_its_own_facet(compose, tmp_path, batch):
     folder = photos(tmp_path / "photos", 12)
-    cfg = _cfg(compose, folder, f"init.cache={tmp_path / 'cache'}")
+    cfg = _cfg(compose, folder, f"init.cache={tmp_path / 'cache'}", f"batch_size={batch}")
     rows = visualize.run(cfg, tmp_path / "run")["results"]
     from dgnam.config import build_target_from_cfg
 

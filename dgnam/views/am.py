@@ -29,7 +29,7 @@ from dgnam.core.models import Target
 from dgnam.core.units import Unit, objective_for, select_units, shard_units
 from dgnam.errors import DgnamValueError
 from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_results
-from dgnam.views.facets import check_facets, facet_starts
+from dgnam.views.facets import check_facets, facet_starts, load_starts
 from dgnam.views.sampling import (
     check_chain,
     check_diversity,
@@ -129,12 +129,12 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     frames_by_layer: dict[str, list[list[Tensor]]] = {}
     for layer, units in plan.items():
         imgs, frames_by_batch, kept[layer] = [], [], []
-        fstarts, finfo = facet_starts(target, units, samples, sizes[0], facets, device, resize,
-                                      ocfg.get("progress", True)) if facets else (None, None)
+        finfo = facet_starts(target, units, samples, sizes[0], facets, device, resize,
+                             ocfg.get("progress", True)) if facets else None
         for start in range(0, len(units), batch_size):
             chunk = units[start : start + batch_size]
             b = len(chunk)
-            runs = []
+            runs, fstarts = [], load_starts(facets, finfo[start:start + b], sizes[0]) if facets else None
             for ks in passes:  # sample k: its own start and noise (seed + k); sample 0 is the plain run
                 k0, nk = ks[0], len(ks)  # with diversity all K samples in one pass, unit-major
                 kseed = seed + k0
@@ -143,8 +143,7 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                 g = torch.Generator().manual_seed(kseed)  # same draws for every batch: batching-invariant
                 ksteps = chain if chain is not None and k0 > 0 else steps
                 if chain is None or k0 == 0:  # a chain's sample k > 0 goes on from sample k-1's param
-                    inits = [fstarts[start:start + b, k] if facets else make_init(init_cfg, b, sizes[0], seed + k)
-                             for k in ks]
+                    inits = [fstarts[:, k] if facets else make_init(init_cfg, b, sizes[0], seed + k) for k in ks]
                     param = _start(factory, inits, [seed + k for k in ks], init_cfg.get("kind", "noise") == "noise",
                                    g).to(device)
                 tfs, posts, penalty = build_priors(priors, g, pixel=is_pixel)

@@ -163,17 +163,22 @@ def choose(act: Tensor, feat: Tensor, k: int, top: int, keep: float = 0.0) -> li
 
 
 def facet_starts(target: Any, units: Sequence[Unit], k: int, size: int, fc: Mapping[str, Any],
-                 device: torch.device, resize: Any = None, progress: bool = True) -> tuple[Tensor, list[list[dict]]]:
-    """(U, k, 3, size, size) start images of the units' k samples, and for each unit and sample
-    ``{"facet_photo": index in the source, "facet_activation": the photo's activation}``."""
+                 device: torch.device, resize: Any = None, progress: bool = True) -> list[list[dict]]:
+    """For each unit, its k samples' starts, most activating first: ``{"facet_photo": index in the
+    source, "facet_activation": the photo's activation}`` (the images: :func:`load_starts`)."""
     sc = scan(target, units, size, fc, device, resize, progress)
-    ds = _source(fc["path"])
-    starts, info = [], []
-    for u, col in enumerate(sc["columns"]):
+    info = []
+    for col in sc["columns"]:
         act = sc["act"][:, col].float()
         rows = choose(act, sc["feat"], k, min(fc["top"], len(sc["index"])), fc["keep"])
         if len(rows) < k:
             raise DgnamValueError(f"init.kind=facets: only {len(rows)} readable photos for samples={k}")
-        starts.append(torch.stack([_photo(ds, int(sc["index"][r]), size) for r in rows]))
         info.append([{"facet_photo": int(sc["index"][r]), "facet_activation": float(act[r])} for r in rows])
-    return torch.stack(starts), info
+    return info
+
+
+def load_starts(fc: Mapping[str, Any], info: Sequence[Sequence[Mapping[str, Any]]], size: int) -> Tensor:
+    """(U, k, 3, size, size) start images of :func:`facet_starts`' picks (loaded a batch of units at a
+    time, so that a run over many units never holds all their photos)."""
+    ds = _source(fc["path"])
+    return torch.stack([torch.stack([_photo(ds, s["facet_photo"], size) for s in unit]) for unit in info])
