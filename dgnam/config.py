@@ -165,15 +165,14 @@ def start_photo(path: str | None, size: int, seed: int) -> Tensor:
     """The photo ``init.kind=photos`` starts seed ``seed`` from: one of the dataset's photos (Parquet
     or a folder; the shared ImageNet-50 training photos by default) drawn with the seed, centre
     square at ``size`` px; another seed, another photo."""
-    from dgnam.generator.data import center_square, decode_image, pil_to_tensor
+    from dgnam.generator.data import square_photo
 
     ds = _photos(path)
     g = torch.Generator().manual_seed(seed)
     for _ in range(16):  # an unreadable photo: draw again
         data, _ = ds[int(torch.randint(len(ds), (1,), generator=g))]  # (bytes or file, label)
-        img = decode_image(data)
-        if img is not None:
-            return pil_to_tensor(center_square(img, size))
+        if (photo := square_photo(data, size)) is not None:
+            return photo
     raise DgnamValueError(f"init.path={path}: 16 photos drawn in a row could not be read")
 
 

@@ -59,6 +59,13 @@ def center_square(img: Image.Image, size: int) -> Image.Image:
     return img
 
 
+def square_photo(data: bytes | str | os.PathLike, size: int) -> Tensor | None:
+    """A raw photo (bytes or a file) -> its centre square at ``size`` px, (3, size, size) in [0, 1];
+    None when it cannot be decoded."""
+    img = decode_image(data)
+    return None if img is None else pil_to_tensor(center_square(img, size))
+
+
 # --------------------------------------------------------------------------------------------------
 # sources
 # --------------------------------------------------------------------------------------------------

@@ -85,13 +85,11 @@ def _source(path: str | None) -> Any:
 
 
 def _photo(ds: Any, i: int, size: int) -> Tensor | None:
-    from dgnam.generator.data import center_square, decode_image, pil_to_tensor
+    from dgnam.generator.data import square_photo
 
-    img = decode_image(ds[i][0])
-    return None if img is None else pil_to_tensor(center_square(img, size))
+    return square_photo(ds[i][0], size)
 
 
-@torch.no_grad()
 def _whole_layer(units: Sequence[Unit]) -> bool:
     """Units a channel's mean (or a logit) each: one scan of every channel of the layer serves them all."""
     return all(u.kind in ("channel", "class") and u.token is None and u.start is None for u in units)
