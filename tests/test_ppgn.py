@@ -16,7 +16,7 @@ from test_spatial import SPATIAL_TRAIN
 
 from dgnam.core.poststeps import CodePrior
 from dgnam.errors import DgnamError
-from dgnam.eval.diversity import pairwise_cosine_distance, penultimate
+from dgnam.eval.diversity import feature_space, pairwise_cosine_distance, penultimate
 from dgnam.generator.dae import CodeDAE, load_dae, save_dae, train_dae
 from dgnam.generator.prior import load_prior
 
@@ -228,7 +228,7 @@ def test_the_report_gives_the_diversity_of_samples_and_of_photos(compose, tmp_pa
     torch.export.save(prog, str(tmp_path / "j.pt2"))
     rng = np.random.default_rng(0)
     cells, labels = [], []
-    for label in (1, 1, 1, 2, 2, 2, 5):  # 3 photos of each class asked for
+    for label in (1, 1, 1, 1, 2, 2, 2, 5):  # 3 samples of each class: class 1 has 4 photos, class 2 3
         buf = io.BytesIO()
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(buf, "PNG")
         cells.append({"bytes": buf.getvalue(), "path": None})
@@ -246,6 +246,17 @@ def test_the_report_gives_the_diversity_of_samples_and_of_photos(compose, tmp_pa
             want = pairwise_cosine_distance(feats(judge.resize(imgs)))
         assert len(rows) == 3 and all(r["diversity"] == pytest.approx(want, rel=1e-5) for r in rows)
         assert all(r["photo_diversity"] > 0 and r["photo_diversity"] != r["diversity"] for r in rows)
+    # the photos' number is the mean over every pair of the class's photos (the expected diversity of 3
+    # of them drawn at random), not that of the first 3
+    from dgnam.eval.diversity import class_photos
+
+    space = feature_space(judge)
+    ph = class_photos(tmp_path / "photos.parquet", [1, 2], 2)
+    assert [len(ph[1]), len(ph[2])] == [4, 3]
+    for unit in (1, 2):
+        every = pairwise_cosine_distance(space(ph[unit]))
+        assert all(r["photo_diversity"] == pytest.approx(every, rel=1e-6) for r in rep["results"] if r["unit"] == unit)
+    assert pairwise_cosine_distance(space(ph[1][:3])) != pytest.approx(pairwise_cosine_distance(space(ph[1])))
     s = rep["summary"][0]
     assert s["diversity"] == pytest.approx(np.mean([r["diversity"] for r in rep["results"][::3]]))
     assert "photos' diversity" in (tmp_path / "rep" / "report.md").read_text()
@@ -259,8 +270,6 @@ def test_the_report_gives_the_diversity_of_samples_and_of_photos(compose, tmp_pa
             png = torch.from_numpy(np.asarray(Image.open(r["source"]))).permute(2, 0, 1).float() / 255
             y, x = 2 + i * (tile + 16), 2 + k * (tile + 2)
             assert torch.allclose(grid[:, y : y + tile : 3, x : x + tile : 3], png, atol=1 / 255)
-    from dgnam.eval.diversity import class_photos
-
     with pytest.raises(DgnamError, match=r"photos.parquet holds fewer than 3 photos of classes \[5\]"):
         class_photos(tmp_path / "photos.parquet", [1, 5], 3)
 

@@ -3,7 +3,9 @@
 For K images of one unit (``samples=K``), every pair's cosine distance ``1 - cos(f(a), f(b))`` of a
 judge's penultimate features (its pooled features, the input of its last layer), averaged over the
 K (K - 1) / 2 pairs. Beside it, the same number for K real photos of the class from the shared
-validation split (5 per class), so that "as diverse as photos" is a comparison, not an impression.
+validation split, so that "as diverse as photos" is a comparison, not an impression: the mean over
+every pair of the class's photos there (5 per class), which is the expected diversity of K of them
+drawn at random, whatever K, without depending on which K are taken.
 """
 
 from __future__ import annotations
@@ -60,9 +62,11 @@ def feature_space(judge):
                  judge.batch_size)
 
 
-def class_photos(files: str | os.PathLike, classes: Sequence[int], k: int) -> dict[int, Tensor]:
-    """The first ``k`` photos (k, 3, 128, 128) of each class in ``classes`` from a labelled dataset
-    (Parquet, or an ImageNet-style folder; the shared validation split has 5 photos per class)."""
+def class_photos(files: str | os.PathLike, classes: Sequence[int], k: int,
+                 most: int = 50) -> dict[int, Tensor]:
+    """The photos (n, 3, 128, 128) of each class in ``classes`` from a labelled dataset (Parquet, or an
+    ImageNet-style folder; the shared validation split has 5 photos per class): all of them, at most
+    ``most`` (the first), and at least ``k`` or an error."""
     from dgnam.generator.data import ImageDataset, open_source
 
     source = open_source(str(files))
@@ -70,7 +74,7 @@ def class_photos(files: str | os.PathLike, classes: Sequence[int], k: int) -> di
     want: dict[int, list[Tensor]] = {int(c): [] for c in classes}
     for i in range(len(source)):
         _, label = source.raw(i)
-        if label in want and len(want[label]) < k and (item := decoded[i]) is not None:
+        if label in want and len(want[label]) < max(k, most) and (item := decoded[i]) is not None:
             want[label].append(item["image"])
     short = [c for c, v in want.items() if len(v) < k]
     if short:
@@ -82,7 +86,8 @@ def add_diversity(rows: list[dict], judge, photos: str | os.PathLike | None) -> 
     """For every unit with K >= 2 samples (rows of one method, seed, layer and unit that differ in
     ``sample``): ``diversity``, the mean pairwise cosine distance of the judge's penultimate features
     of its K images, written into each of its rows; for a class unit with ``photos`` (a labelled
-    Parquet dataset), ``photo_diversity``: the same for the class's first K photos there."""
+    Parquet dataset), ``photo_diversity``: the expected diversity of K photos of the class there, the
+    mean over all pairs of its photos (:func:`class_photos`)."""
     from dgnam.io import load_image
 
     groups: dict[tuple, list[dict]] = {}
@@ -99,15 +104,12 @@ def add_diversity(rows: list[dict], judge, photos: str | os.PathLike | None) -> 
             r["diversity"] = d
     if photos is None:
         return
-    want: dict[int, int] = {}
-    for rs in groups.values():
-        if rs[0]["kind"] == "class":
-            want[int(rs[0]["unit"])] = max(want.get(int(rs[0]["unit"]), 0), min(len(rs), 5))
+    want = sorted({int(rs[0]["unit"]) for rs in groups.values() if rs[0]["kind"] == "class"})
     if not want:
         return
-    photos_by_class = class_photos(photos, sorted(want), max(want.values()))
+    photos_by_class = class_photos(photos, want, 2)  # a mean over pairs: the same for any K
     for rs in groups.values():
         if rs[0]["kind"] == "class":
-            d = pairwise_cosine_distance(space(photos_by_class[int(rs[0]["unit"])][: min(len(rs), 5)]))
+            d = pairwise_cosine_distance(space(photos_by_class[int(rs[0]["unit"])]))
             for r in rs:
                 r["photo_diversity"] = d

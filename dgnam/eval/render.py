@@ -201,8 +201,9 @@ def _definitions(judges: Sequence[Judge], hf_radius: float, stats_size: int | No
         "where the 8-px grid is gone (photos: median 0.98, 10th-90th percentile 0.86-1.10).",
         "- **diversity** (runs with samples=K): for each unit, the mean pairwise cosine distance of the first "
         "exported judge's penultimate (pooled) features over its K images, averaged over units; **photos' "
-        "diversity**: the same for K photos of each class from `report.photos` (the shared validation split: "
-        "0.34-0.46 for 4 photos of a class).",
+        "diversity**: what K photos of each class from `report.photos` score, the mean over every pair of the "
+        "class's photos there (the expected value for K drawn at random; the shared validation split has 5 "
+        "per class: 0.31-0.53 for single classes, 0.411 over the comparison's 20 classes).",
         "- **n**: images averaged (units × seeds); with several seeds, ± is the standard deviation over seeds "
         "of the per-seed value.",
     ]
