@@ -152,7 +152,8 @@ def octave_sizes(size: int, n: int, scale: float) -> list[int]:
 _PHOTOS: dict[str, Any] = {}  # the datasets init.kind=photos has opened, by source
 
 
-def _photos(path: str | None) -> Any:
+def photo_source(path: str | None) -> Any:
+    """The dataset of ``init.path`` (null: the shared ImageNet-50 training photos), opened once per run."""
     from dgnam.generator.data import open_source
 
     src = path or str(Path(shared_dir()) / "data" / "imagenet50-128" / "train-*.parquet")
@@ -167,7 +168,7 @@ def start_photo(path: str | None, size: int, seed: int) -> Tensor:
     square at ``size`` px; another seed, another photo."""
     from dgnam.generator.data import square_photo
 
-    ds = _photos(path)
+    ds = photo_source(path)
     g = torch.Generator().manual_seed(seed)
     for _ in range(16):  # an unreadable photo: draw again
         data, _ = ds[int(torch.randint(len(ds), (1,), generator=g))]  # (bytes or file, label)

@@ -78,12 +78,6 @@ def _fingerprint(target: Any) -> str:
     return h.hexdigest()
 
 
-def _source(path: str | None) -> Any:
-    from dgnam.config import _photos
-
-    return _photos(path)
-
-
 def _photo(ds: Any, i: int, size: int) -> Tensor | None:
     from dgnam.generator.data import square_photo
 
@@ -104,7 +98,9 @@ def scan(target: Any, units: Sequence[Unit], size: int, fc: Mapping[str, Any], d
     source (unreadable ones left out), ``columns`` each unit's column. Cached under ``fc["cache"]``
     (a later run on other channels of the layer reuses it); a cache is loaded without code and
     checked against its key."""
-    ds = _source(fc["path"])
+    from dgnam.config import photo_source
+
+    ds = photo_source(fc["path"])
     n = len(ds) if fc["limit"] is None else min(len(ds), int(fc["limit"]))
     whole = _whole_layer(units)
     key = json.dumps({"target": _fingerprint(target), "units": units[0].layer if whole else [_unit_key(u) for u in units],
@@ -178,5 +174,7 @@ def facet_starts(target: Any, units: Sequence[Unit], k: int, size: int, fc: Mapp
 def load_starts(fc: Mapping[str, Any], info: Sequence[Sequence[Mapping[str, Any]]], size: int) -> Tensor:
     """(U, k, 3, size, size) start images of :func:`facet_starts`' picks (loaded a batch of units at a
     time, so that a run over many units never holds all their photos)."""
-    ds = _source(fc["path"])
+    from dgnam.config import photo_source
+
+    ds = photo_source(fc["path"])
     return torch.stack([torch.stack([_photo(ds, s["facet_photo"], size) for s in unit]) for unit in info])
