@@ -149,7 +149,7 @@ def octave_sizes(size: int, n: int, scale: float) -> list[int]:
     return [max(8, round(size / scale ** (n - 1 - i))) for i in range(n)]
 
 
-_PHOTOS: dict[str, Any] = {}  # the datasets init.kind=photos has opened, by source
+_PHOTOS: dict[str, Any] = {}  # the datasets init.kind=photos / facets have opened, by source
 
 
 def photo_source(path: str | None) -> Any:

@@ -203,7 +203,7 @@ def _definitions(judges: Sequence[Judge], hf_radius: float, stats_size: int | No
         "exported judge's penultimate (pooled) features over its K images, averaged over units; **photos' "
         "diversity**: what K photos of each class from `report.photos` score, the mean over every pair of the "
         "class's photos there (the expected value for K drawn at random; the shared validation split has 5 "
-        "per class: 0.31-0.53 for single classes, 0.411 over the comparison's 20 classes).",
+        "per class; over the comparison's 20 classes 0.31-0.53 per class, 0.411 on average).",
         "- **n**: images averaged (units × seeds); with several seeds, ± is the standard deviation over seeds "
         "of the per-seed value.",
     ]
