@@ -41,6 +41,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("visualize.py", ["method=dgnam", "param.clamp_k=-1"], R),
     ("visualize.py", ["method=dgnam", "param.decay=1.5"], R),
     ("visualize.py", ["grad_norm=l3"], R),
+    ("visualize.py", ["class_score=softmax"], R),
+    ("visualize.py", ["class_score=log_softmax", "layers=conv5"], R),
     ("visualize.py", ["init.kind=image", "init.path=missing.png"], R),
     ("visualize.py", ["model.weights_file=missing.pth"], ["model=alexnet", "model.weights=null"]),
     ("visualize.py", ["device=cuda:7"], R),

@@ -451,3 +451,45 @@ def test_the_shipped_dae_serves_the_default_prior_and_stage_3_alike():
     for info in (deep, free):
         assert torch.equal(dae.mean.flatten(), info["code_mean"].float().flatten())
         assert torch.equal(dae.std.flatten(), info["code_std"].float().clamp_min(1e-3).flatten())
+
+
+def test_the_log_softmax_class_score_is_log_p_and_its_gradient_fades_as_the_class_grows_certain():
+    from dgnam.core.objectives import class_log_softmax, class_logit
+
+    z = torch.tensor([[2.0, 0.0, -1.0], [9.0, 0.0, -1.0]], requires_grad=True)
+    score = class_log_softmax("logits", [0, 0])({"logits": z})
+    assert torch.allclose(score, z.log_softmax(-1)[:, 0])
+    score.sum().backward()
+    p = z.detach().softmax(-1)
+    assert torch.allclose(z.grad, torch.nn.functional.one_hot(torch.tensor([0, 0]), 3) - p)  # PPGN's one_hot - p
+    uncertain, certain = z.grad.abs().sum(1)
+    assert certain < uncertain / 10  # p(0) = 0.9998 against 0.84: the class term all but stops
+    z.grad = None
+    class_logit("logits", [0, 0])({"logits": z}).sum().backward()
+    assert torch.equal(z.grad[0], z.grad[1])  # the logit's gradient does not fade
+
+
+def _pixel(compose, *extra):
+    return compose(["model=custom", "model._target_=nets.cifar_net", "method=pixel", "image_size=32",
+                    "layers=logits", "units=[0,3]", "steps=6", "batch_size=2", "output.progress=false", *extra])
+
+
+def test_class_score_log_softmax_is_what_the_loop_maximizes(compose, tmp_path):
+    def images(*extra):
+        out = tmp_path / "_".join(extra or ("default",))
+        return [np.asarray(Image.open(out / r["image"])) for r in visualize.run(_pixel(compose, *extra), out)["results"]]
+
+    default, logit, lsm = images(), images("class_score=logit"), images("class_score=log_softmax")
+    assert all(np.array_equal(a, b) for a, b in zip(default, logit))
+    assert not any(np.array_equal(a, b) for a, b in zip(lsm, logit))
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["class_score=softmax"], r"unknown class_score 'softmax'; valid: logit, log_softmax"),
+    (["class_score=log_softmax", "layers=body.4"], r"class_score=log_softmax needs class units .* layer body.4 has "
+                                                   r"channel units: use class_score=logit"),
+])
+def test_a_bad_class_score_is_one_line_and_writes_nothing(compose, tmp_path, extra, message):
+    with pytest.raises(DgnamError, match=message) as e:
+        visualize.run(_pixel(compose, *extra), tmp_path / "out")
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()

@@ -122,6 +122,18 @@ def class_logit(layer: str, units: UnitIndex) -> Objective:
     return obj
 
 
+def class_log_softmax(layer: str, units: UnitIndex) -> Objective:
+    """A class's log softmax probability ``log p(y | x)`` over a logit layer (B, num_classes): the
+    condition of the PPGN sampler (Nguyen et al. 2017). Its gradient is the logit's times ``1 - p``
+    minus the other classes' logits' times theirs, so it fades as the class grows certain and other
+    terms of the objective (a diversity term) take over the step."""
+
+    def fn(acts: Acts) -> Tensor:
+        return _pick_channel(acts[layer].float().log_softmax(-1), units)
+
+    return Objective(fn, {layer}, f"class_log_softmax({layer}, {_fmt(units)})")
+
+
 def feature_match(layer: str, reference: Tensor) -> Objective:
     """Feature inversion: ``-||phi(x) - phi0||^2 / ||phi0||^2`` per item (Mahendran & Vedaldi).
 

@@ -174,8 +174,12 @@ def shard_units(units: Sequence[Unit], index: int = 0, count: int = 1) -> list[U
     return list(units[index * n // count : (index + 1) * n // count])
 
 
-def objective_for(units: Sequence[Unit]) -> O.Objective:
-    """One batched objective: item b maximizes ``units[b]`` (all of one layer and kind)."""
+CLASS_SCORES = ("logit", "log_softmax")
+
+
+def objective_for(units: Sequence[Unit], class_score: str = "logit") -> O.Objective:
+    """One batched objective: item b maximizes ``units[b]`` (all of one layer and kind); a class unit
+    its pre-softmax logit or (``class_score="log_softmax"``) its log probability."""
     first = units[0]
     idx = [u.index for u in units]
     if first.token is not None:
@@ -185,5 +189,5 @@ def objective_for(units: Sequence[Unit]) -> O.Objective:
     if first.kind == "neuron":
         return O.neuron(first.layer, idx, first.x, first.y)
     if first.kind == "class":
-        return O.class_logit(first.layer, idx)
+        return O.class_log_softmax(first.layer, idx) if class_score == "log_softmax" else O.class_logit(first.layer, idx)
     return O.channel(first.layer, idx)

@@ -32,6 +32,7 @@ from dgnam.io import labelled_grid, safe_name, save_animation, save_png, write_r
 from dgnam.views.facets import check_facets, facet_starts, load_starts
 from dgnam.views.sampling import (
     check_chain,
+    check_class_score,
     check_diversity,
     check_pool,
     check_ppgn,
@@ -101,7 +102,7 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
     factory = param_factory or build(cfg.param)
     probe = probe_param(factory, init_cfg, sizes[0], pre.seed)
     is_pixel = probe.pixel_space
-    keep_k, ppgn = check_samples(cfg), check_ppgn(cfg, probe)
+    keep_k, ppgn, class_score = check_samples(cfg), check_ppgn(cfg, probe), check_class_score(cfg, plan)
     pool = check_pool(cfg, keep_k, target)
     samples = pool[0] if pool is not None else keep_k  # samples run per unit (M of a pool, of which K are kept)
     chain = check_chain(cfg, samples, n_oct)
@@ -158,7 +159,7 @@ def compute_am(cfg: DictConfig, param_factory: Callable[..., nn.Module] | None =
                     penalty = div if penalty is None else penalty + div
                 if resize is not None:
                     tfs.append(resize)
-                unit_obj = objective_for(run_units)
+                unit_obj = objective_for(run_units, class_score)
                 objective = unit_obj - penalty if penalty is not None else unit_obj
                 t0 = time.perf_counter()
                 names = [f"{layer} {_sample_unit(u, ks[j % nk], samples).label}" for j, u in enumerate(run_units)]

@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dgnam.checks import positive_int
+from dgnam.checks import one_of, positive_int
 from dgnam.core import objectives as O
 from dgnam.core import poststeps as P
 from dgnam.core.loop import PostStep
 from dgnam.core.params.base import ImageParam
+from dgnam.core.units import CLASS_SCORES, Unit
 from dgnam.errors import DgnamValueError
 
 
@@ -27,6 +28,18 @@ def check_samples(cfg: DictConfig) -> int:
     """``samples`` (images per unit, default 1); its range is checked with every number
     (:data:`dgnam.ranges.VISUALIZE`)."""
     return positive_int(cfg, "samples", default=1)
+
+
+def check_class_score(cfg: DictConfig, plan: dict[str, list[Unit]]) -> str:
+    """``class_score``: what a class unit maximizes, its logit (default) or its log softmax probability
+    (PPGN's condition ``log p(y | x)``); ``log_softmax`` needs class units in every layer of the run."""
+    score = one_of(cfg.get("class_score", "logit"), "class_score", CLASS_SCORES)
+    if score != "logit":
+        for layer, units in plan.items():
+            if units and units[0].kind != "class":
+                raise DgnamValueError(f"class_score={score} needs class units (a logit layer, unit=class); "
+                                      f"layer {layer} has {units[0].kind} units: use class_score=logit")
+    return score
 
 
 def check_chain(cfg: DictConfig, samples: int, octaves: int) -> int | None:
