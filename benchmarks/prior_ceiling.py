@@ -6,7 +6,8 @@ class's validation photos, and of the same photos after a round trip through the
 
 A sampler through the prior draws its images from G's range; G(E(x)) is the prior's own rendering of
 a real photo, so its numbers are what "as recognizable and as diverse as photos" can mean through
-that prior. The photos are the shared validation split's (5 per class, 128 px), judged as they
+that prior. Beside the photos' diversity it gives the diversity of the photos the judge names (a
+class with at least 2 of them): what "as diverse as photos" means among recognizable photos. The photos are the shared validation split's (5 per class, 128 px), judged as they
 are and given to E resized to ``--size`` px, as ``init.kind=photos`` gives photos to E; the judge and the diversity measure
 (the judge's penultimate features, mean over every pair of a class's images) are the comparison
 report's (``conf/experiment/compare.yaml``). Prints one row per class and the means.
@@ -46,19 +47,23 @@ def main(argv: list[str] | None = None) -> None:
     space = feature_space(judge)
     prior = args.prior  # a file or a shipped prior's name: GeneratorParam.from_prior resolves it
     print(f"prior {Path(prior).stem}; judge {judge.name}; photos at {args.size} px\n")
-    print("| class | photos | named | diversity | G(E(x)) named | G(E(x)) diversity |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
-    tot = {"n": 0, "named": 0, "rnamed": 0, "div": [], "rdiv": []}
+    print("| class | photos | named | diversity | named ones' diversity | G(E(x)) named | G(E(x)) diversity |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    tot: dict = {"n": 0, "named": 0, "rnamed": 0, "div": [], "rdiv": [], "paired": []}
     tiles: list[torch.Tensor] = []
     width = max(len(v) for v in photos.values())
     for c in args.classes:
         x = torch.nn.functional.interpolate(photos[c], size=args.size, mode="bilinear", antialias=True).clamp(0, 1)
         with torch.no_grad():
             recon = GeneratorParam.from_prior(x, noise=False, prior=str(prior), precision="auto")()
-        named = int((judge(photos[c]).argmax(-1) == c).sum())  # the photos as the report judges them (128 px)
-        rnamed = int((judge(recon).argmax(-1) == c).sum())
-        div, rdiv = pairwise_cosine_distance(space(photos[c])), pairwise_cosine_distance(space(recon))
-        print(f"| {c} | {len(x)} | {named} | {div:.3f} | {rnamed} | {rdiv:.3f} |")
+        hit = judge(photos[c]).argmax(-1) == c  # the photos as the report judges them (128 px)
+        named, rnamed = int(hit.sum()), int((judge(recon).argmax(-1) == c).sum())
+        feats = space(photos[c])
+        div, rdiv = pairwise_cosine_distance(feats), pairwise_cosine_distance(space(recon))
+        ndiv = pairwise_cosine_distance(feats[hit]) if named >= 2 else None
+        if ndiv is not None:
+            tot["paired"].append((c, div, ndiv))
+        print(f"| {c} | {len(x)} | {named} | {div:.3f} | {'-' if ndiv is None else f'{ndiv:.3f}'} | {rnamed} | {rdiv:.3f} |")
         if args.save:  # rows as wide as the class with most photos (the validation split: 5 each)
             pad = torch.zeros(width - len(x), 3, 128, 128)
             tiles += [photos[c], pad, torch.nn.functional.interpolate(recon.float().clamp(0, 1), size=128,
@@ -69,8 +74,13 @@ def main(argv: list[str] | None = None) -> None:
         tot["div"].append(div)
         tot["rdiv"].append(rdiv)
     n, k = tot["n"], len(args.classes)
-    print(f"| all {k} | {n} | {100 * tot['named'] / n:.1f} % | {sum(tot['div']) / k:.3f} | "
+    print(f"| all {k} | {n} | {100 * tot['named'] / n:.1f} % | {sum(tot['div']) / k:.3f} | | "
           f"{100 * tot['rnamed'] / n:.1f} % | {sum(tot['rdiv']) / k:.3f} |")
+    if tot["paired"]:  # the same classes for both means: those with at least 2 photos the judge names
+        m = len(tot["paired"])
+        print(f"\nthe {m} classes with 2 or more photos the judge names: all their photos' diversity "
+              f"{sum(p[1] for p in tot['paired']) / m:.3f}, the named ones' {sum(p[2] for p in tot['paired']) / m:.3f} "
+              f"(classes {' '.join(str(p[0]) for p in tot['paired'])})")
     if args.save:
         from torchvision.utils import save_image
 
