@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="a shipped prior's name or a prior file (default: method=ppgn's)")
     ap.add_argument("--classes", type=int, nargs="+", default=COMPARE, help="ImageNet classes (default: the comparison's 20)")
     ap.add_argument("--size", type=int, default=224, help="side of the photos given to E (the comparison's image_size)")
+    ap.add_argument("--autoencoder", action="store_true",
+                    help="the round trip through the TAEF2 autoencoder alone (its encoder, not the target's code, "
+                         "and no head): what the decoder keeps of a photo")
     ap.add_argument("--save", type=Path, help="also write a PNG: each class's photos over their round trips")
     args = ap.parse_args(argv)
     shared = Path(shared_dir())
@@ -46,7 +49,14 @@ def main(argv: list[str] | None = None) -> None:
                         "path": str(shared / "models" / "judge_mobilenet_v1_0.5_160.pt2")})
     space = feature_space(judge)
     prior = args.prior  # a file or a shipped prior's name: GeneratorParam.from_prior resolves it
-    print(f"prior {Path(prior).stem}; judge {judge.name}; photos at {args.size} px\n")
+    if args.autoencoder:
+        from dgnam.generator.taef2 import TAEF2Decoder, TAEF2Encoder, shared_file
+
+        enc = TAEF2Encoder(shared_file("taef2_encoder.pth")).eval()
+        dec = TAEF2Decoder(shared_file("taef2_decoder.pth")).eval()
+        prior = "the TAEF2 autoencoder alone"
+    side = 128 if args.autoencoder else args.size
+    print(f"prior {Path(prior).stem if not args.autoencoder else prior}; judge {judge.name}; photos at {side} px\n")
     print("| class | photos | named | diversity | named ones' diversity | G(E(x)) named | G(E(x)) diversity |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     tot: dict = {"n": 0, "named": 0, "rnamed": 0, "div": [], "rdiv": [], "paired": []}
@@ -55,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     for c in args.classes:
         x = torch.nn.functional.interpolate(photos[c], size=args.size, mode="bilinear", antialias=True).clamp(0, 1)
         with torch.no_grad():
-            recon = GeneratorParam.from_prior(x, noise=False, prior=str(prior), precision="auto")()
+            recon = (dec(enc(photos[c])).float() if args.autoencoder
+                     else GeneratorParam.from_prior(x, noise=False, prior=str(prior), precision="auto")())
         hit = judge(photos[c]).argmax(-1) == c  # the photos as the report judges them (128 px)
         named, rnamed = int(hit.sum()), int((judge(recon).argmax(-1) == c).sum())
         feats = space(photos[c])
