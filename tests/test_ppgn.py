@@ -493,3 +493,10 @@ def test_a_bad_class_score_is_one_line_and_writes_nothing(compose, tmp_path, ext
     with pytest.raises(DgnamError, match=message) as e:
         visualize.run(_pixel(compose, *extra), tmp_path / "out")
     assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
+def test_objective_for_names_an_unknown_class_score():
+    from dgnam.core.units import Unit, objective_for
+
+    with pytest.raises(DgnamError, match=r"unknown class_score 'prob'; valid: logit, log_softmax"):
+        objective_for([Unit("logits", 0, "class", "0")], "prob")

@@ -180,6 +180,8 @@ CLASS_SCORES = ("logit", "log_softmax")
 def objective_for(units: Sequence[Unit], class_score: str = "logit") -> O.Objective:
     """One batched objective: item b maximizes ``units[b]`` (all of one layer and kind); a class unit
     its pre-softmax logit or (``class_score="log_softmax"``) its log probability."""
+    if class_score not in CLASS_SCORES:
+        raise DgnamValueError(f"unknown class_score {class_score!r}; valid: {', '.join(CLASS_SCORES)}")
     first = units[0]
     idx = [u.index for u in units]
     if first.token is not None:
