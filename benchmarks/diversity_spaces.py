@@ -25,8 +25,9 @@ import torchvision
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from prior_ceiling import compare_setup  # noqa: E402  (benchmarks/, beside this script)
+
 from dgnam.eval.diversity import class_photos, feature_space, pairwise_cosine_distance  # noqa: E402
-from dgnam.eval.judges import load_judge  # noqa: E402
 from dgnam.io import load_image  # noqa: E402
 from dgnam.paths import shared_dir  # noqa: E402
 
@@ -49,10 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("reports", nargs="+", type=Path, help="report folders (with report.json) of runs with samples=K")
     args = ap.parse_args(argv)
-    shared = Path(shared_dir())
-    judge = load_judge({"kind": "pt2", "name": "mobilenet_v1_160", "input_size": 160,
-                        "path": str(shared / "models" / "judge_mobilenet_v1_0.5_160.pt2")})
-    spaces = {"judge": feature_space(judge), "birds": birds_space(shared / "models" / "mobilenet_v2_inat_birds.pth")}
+    _, judge, photo_files = compare_setup()
+    spaces = {"judge": feature_space(judge),
+              "birds": birds_space(Path(shared_dir()) / "models" / "mobilenet_v2_inat_birds.pth")}
     print("| report | method | units | judge: samples | photos | share | birds: samples | photos | share |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     photo_cache: dict[int, torch.Tensor] = {}
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                 groups.setdefault((r["method"], int(r["seed"]), int(r["unit"])), []).append(r)
         want = sorted({u for (_, _, u) in groups} - set(photo_cache))
         if want:
-            photo_cache.update(class_photos(str(shared / "data" / "imagenet50-128" / "valid-*.parquet"), want, 2))
+            photo_cache.update(class_photos(photo_files, want, 2))
         for method in sorted({m for (m, _, _) in groups}):
             keys = [k for k in groups if k[0] == method]
             cells = []

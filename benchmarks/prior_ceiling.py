@@ -24,29 +24,32 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dgnam.api_views import compose_config  # noqa: E402
 from dgnam.core.params.generator import GeneratorParam  # noqa: E402
 from dgnam.eval.diversity import class_photos, feature_space, pairwise_cosine_distance  # noqa: E402
-from dgnam.eval.judges import load_judge  # noqa: E402
-from dgnam.paths import shared_dir  # noqa: E402
+from dgnam.eval.judges import Judge, load_judge  # noqa: E402
 
-COMPARE = [1, 22, 107, 130, 145, 207, 291, 323, 340, 388, 417, 483, 574, 609, 779, 850, 920, 950, 963, 980]
+
+def compare_setup() -> tuple[list[int], Judge, str]:
+    """The comparison report's classes, first judge and validation photos (conf/experiment/compare.yaml)."""
+    cfg = compose_config(["experiment=compare"])
+    return [int(u) for u in cfg.units], load_judge(cfg.report.judges[0]), str(cfg.report.photos)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--prior", default="mobilenet_v2_latent_spatial_gridfree_g128",
                     help="a shipped prior's name or a prior file (default: method=ppgn's)")
-    ap.add_argument("--classes", type=int, nargs="+", default=COMPARE, help="ImageNet classes (default: the comparison's 20)")
+    ap.add_argument("--classes", type=int, nargs="+", help="ImageNet classes (default: the comparison's 20)")
     ap.add_argument("--size", type=int, default=224, help="side of the photos given to E (the comparison's image_size)")
     ap.add_argument("--autoencoder", action="store_true",
                     help="the round trip through the TAEF2 autoencoder alone (its encoder, not the target's code, "
                          "and no head): what the decoder keeps of a photo")
     ap.add_argument("--save", type=Path, help="also write a PNG: each class's photos over their round trips")
     args = ap.parse_args(argv)
-    shared = Path(shared_dir())
-    photos = class_photos(str(shared / "data" / "imagenet50-128" / "valid-*.parquet"), args.classes, 2)
-    judge = load_judge({"kind": "pt2", "name": "mobilenet_v1_160", "input_size": 160,
-                        "path": str(shared / "models" / "judge_mobilenet_v1_0.5_160.pt2")})
+    compare, judge, photo_files = compare_setup()
+    args.classes = args.classes or compare
+    photos = class_photos(photo_files, args.classes, 2)
     space = feature_space(judge)
     prior = args.prior  # a file or a shipped prior's name: GeneratorParam.from_prior resolves it
     if args.autoencoder:
