@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> None:
             photo_cache.update(class_photos(photo_files, want, 2))
         for method in sorted({m for (m, _, _) in groups}):
             keys = [k for k in groups if k[0] == method]
+            images = {k: torch.stack([load_image(r["source"]) for r in groups[k]]) for k in keys}
             cells = []
             for space in spaces.values():
-                s = [pairwise_cosine_distance(space(torch.stack([load_image(r["source"]) for r in groups[k]])))
-                     for k in keys]
+                s = [pairwise_cosine_distance(space(images[k])) for k in keys]
                 p = [pairwise_cosine_distance(space(photo_cache[k[2]])) for k in keys]
                 ms, mp = sum(s) / len(s), sum(p) / len(p)
                 cells += [f"{ms:.3f}", f"{mp:.3f}", f"{100 * ms / mp:.0f} %"]

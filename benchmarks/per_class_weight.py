@@ -10,10 +10,11 @@ fixed weight gives every class the same; this asks whether choosing it per class
 between the judge's top-1 and the diversity measure. For each class and each ``alpha`` the rule keeps the
 smallest weight whose K samples are at least ``alpha`` x as far apart (mean pairwise cosine distance of the
 target's features at ``--layer``, averaged over positions) as the K start photos the facets chose; the
-largest weight when none is. The judge only scores the result, as in the report: its top-1 of every kept
-sample and the diversity of its penultimate features, against the class's validation photos (the
-report's reference). Prints one row per fixed weight and per ``alpha``, and how well the target's
-diversity of a class's starts predicts the judge's diversity of its photos (Pearson r over the classes).
+largest weight when none is. The judge only scores the result, with the report's numbers: its top-1 of
+every kept sample and the diversity of its penultimate features, against the class's validation photos
+(recomputed: the mean over all pairs of each class's photos, the report's current reference). Prints
+one row per fixed weight and per ``alpha``, and how well the target's diversity of a class's starts
+predicts the judge's diversity of its photos (Pearson r over the classes).
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
             if [r["facet_photo"] for r in rows] != [r["facet_photo"] for r in first]:
                 raise SystemExit(f"unit {u}: the runs at weights {weights[0]:g} and {w:g} start from other photos")
             tdiv[u, w] = spread(torch.stack([load_image(r["source"]) for r in rows]))
-            named[u, w] = sum(int(r[f"{judge.name}_top1"]) for r in rows)
-            jdiv[u, w] = pairwise_cosine_distance(space(torch.stack([load_image(r["source"]) for r in rows])))
+            named[u, w] = sum(int(r[f"{judge.name}_top1"]) for r in rows)  # the report's judge ...
+            jdiv[u, w] = float(rows[0]["diversity"])  # ... and its diversity of the K samples
     k = len(runs[weights[0]][units[0]])
     photo = sum(ref.values()) / len(units)
 
