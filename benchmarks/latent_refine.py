@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,6 +31,8 @@ from prior_ceiling import compare_setup  # noqa: E402  (benchmarks/, beside this
 
 from dgnam.api_views import compose_config  # noqa: E402
 from dgnam.config import build_target_from_cfg  # noqa: E402
+from dgnam.core import objectives as O  # noqa: E402
+from dgnam.core.loop import optimize  # noqa: E402
 from dgnam.core.params import LatentParam  # noqa: E402
 from dgnam.eval.diversity import class_photos, feature_space, pairwise_cosine_distance  # noqa: E402
 from dgnam.io import load_image  # noqa: E402
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     pc = cfg.param
     param = LatentParam.from_files(images, noise=False, decoder_file=pc.decoder_file, encoder_file=pc.encoder_file,
                                    stats=pc.stats, resolution=int(pc.resolution), precision=str(cfg.precision))
-    post = param.post_steps()
+    objective = O.class_logit("logits", [int(r["unit"]) for r in rows])  # item b: its own sample's class
 
     @torch.no_grad()
     def row(name: str, x: torch.Tensor) -> None:
@@ -70,25 +73,21 @@ def main(argv: list[str] | None = None) -> None:
     print("| | judge top-1 | diversity | share of the photos' |")
     print("| --- | ---: | ---: | ---: |")
     row("the samples", images)
-    marks = {0, 1, 3, 5, 10, 20, 40, 80, 160, args.steps}
-    t0 = time.time()
-    for step in range(args.steps + 1):
+    with torch.no_grad():
         x = param()
-        if step in marks:
-            row("re-encoded (TAEF2)" if step == 0 else f"{step} latent steps", x.detach())
-        if step == args.steps:
-            break
-        logit = target(x, ["logits"])["logits"].gather(1, cls[:, None]).sum()
-        (g,) = torch.autograd.grad(logit, param.z)
-        with torch.no_grad():
-            param.z.add_(args.lr * g / g.abs().flatten(1).mean(1).clamp_min(1e-12).view(-1, 1, 1, 1))
-        for s in post:
-            s(param, step)
+    row("re-encoded (TAEF2)", x)
+    marks = sorted({m for m in (1, 3, 5, 10, 20, 40, 80, 160) if m < args.steps} | {args.steps})
+    t0, done = time.time(), 0
+    for mark in marks:  # the shared loop, run from one mark to the next (plain SGD keeps no state between runs)
+        x = optimize(param, target, objective, mark - done, partial(torch.optim.SGD, lr=args.lr),
+                     post_steps=param.post_steps(), grad_norm="l1").images
+        done = mark
+        row(f"{mark} latent steps", x)
     print(f"\n{time.time() - t0:.0f} s for {args.steps} steps of {len(rows)} images")
     if args.save:
         from torchvision.utils import save_image
 
-        tiles = [t for i in range(0, len(rows), k) for t in (images[i:i + k], x.detach()[i:i + k].clamp(0, 1))]
+        tiles = [t for i in range(0, len(rows), k) for t in (images[i:i + k], x[i:i + k].clamp(0, 1))]
         save_image(torch.cat(tiles), args.save, nrow=2 * k, padding=2)
 
 
